@@ -1,0 +1,196 @@
+"""One frozen dataclass tree for the whole system; `launch.py` parses it once.
+
+Each component receives only its own part (``EnvConfig`` for environments, ``AgentConfig``
+for the learner, ...). Docstrings under fields become ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+ENV_NAMES = ("CarRacing", "VisualPendulum")
+EnvName = Literal["CarRacing", "VisualPendulum"]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Observation pipeline of the pixel environments (SPEC.md, Environments)."""
+
+    image_size: int = 84
+    """Side of the square grayscale observation; 84 is the spec, smaller only for tiny runs."""
+    frame_stack: int = 4
+    """Frames stacked channels-first in each observation."""
+    action_repeat: int = 3
+    """Env frames per agent step; rewards are summed over the repeat."""
+    fast_render: bool = True
+    """CarRacing: render only observed frames with vectorized culling (byte-identical)."""
+    early_stop_window: int = 100
+    """CarRacing: agent steps in the window of the early-termination rule."""
+    early_stop_threshold: float = -30.0
+    """CarRacing: terminate when the window's reward sum drops below this."""
+    early_stop_penalty: float = -10.0
+    """CarRacing: extra reward added on early termination."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """SAC-AE networks, losses and optimisation (SPEC.md, The agent)."""
+
+    num_conv_layers: int = 4
+    """Conv layers in the encoder (3x3, first stride 2)."""
+    num_filters: int = 32
+    """Filters per conv layer."""
+    latent_dim: int = 64
+    """Encoder output size after linear + LayerNorm."""
+    hidden_dim: int = 1024
+    """Hidden units of the actor and critic MLPs."""
+    batch_size: int = 128
+    """Transitions per learner update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.0075
+    """Soft-update rate of the target critic and target encoder."""
+    target_update_every: int = 2
+    """Learner updates between target soft updates."""
+    actor_update_every: int = 2
+    """Learner updates between actor (and temperature) updates."""
+    actor_lr: float = 3e-4
+    """Actor learning rate."""
+    critic_lr: float = 3e-4
+    """Critic (Q heads) learning rate."""
+    encoder_lr: float = 5e-4
+    """Encoder learning rate (reconstruction loss)."""
+    decoder_lr: float = 1e-3
+    """Decoder learning rate."""
+    alpha_lr: float = 1e-4
+    """Entropy temperature learning rate."""
+    init_alpha: float = 0.5
+    """Initial entropy temperature."""
+    log_std_min: float = -20.0
+    """Lower clamp of the actor's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper clamp of the actor's log standard deviation."""
+    latent_l2: float = 1e-6
+    """L2 penalty on the latent vector in the reconstruction loss (SAC-AE, Yarats et al. 2019)."""
+    decoder_weight_decay: float = 1e-7
+    """Weight decay of the decoder (SAC-AE)."""
+    augment_pad: int = 4
+    """Random-shift augmentation padding in pixels (DrQ); 0 disables it."""
+    fast_path: bool = True
+    """Fused update: one encoder pass shared by critic and actor, channels-last, AMP on CUDA."""
+    compile: bool = False
+    """torch.compile the networks (useful on GPU; slow to warm up)."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """The frame-deduplicated replay buffer and its rate limiter."""
+
+    capacity: int = 100_000
+    """Transitions kept; each stores one 84x84 frame (1M fits in about 8 GB)."""
+    min_size: int = 1_000
+    """Transitions in replay before the learner starts updating."""
+    replay_ratio: float = 1.0
+    """Target learner updates per agent step (samples-per-insert divided by batch size)."""
+    ratio_tolerance: float = 0.1
+    """Relative slack of the rate limiter before it throttles the side that runs ahead."""
+    demo_fraction: float = 0.25
+    """Share of each batch drawn from demonstrations when any are loaded."""
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How env workers act and ship data."""
+
+    exploration_steps: int = 5_000
+    """First agent steps (counted over all workers) act uniformly at random."""
+    chunk_length: int = 64
+    """Agent steps per transition chunk sent to replay (shorter at episode ends)."""
+    reward_smoothing: bool = False
+    """Exponential moving average of rewards within an episode (off by default)."""
+    reward_smoothing_alpha: float = 0.1
+    """Smoothing factor of the reward moving average."""
+    weights_poll_every: int = 16
+    """Agent steps between non-blocking checks for newer policy weights."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation of the deterministic policy in a separate worker."""
+
+    every: int = 10_000
+    """Agent steps between evaluations; 0 disables them."""
+    episodes: int = 5
+    """Episodes per evaluation; their mean return is logged."""
+    video: bool = True
+    """Record an mp4 of the first evaluation episode."""
+    max_episode_steps: int = 1_000
+    """Agent-step cap per evaluation episode."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Distributed SAC-AE training."""
+
+    env: EnvName = "CarRacing"
+    """Environment to train on."""
+    num_workers: int = 2
+    """Env-worker actors (1 CPU each)."""
+    envs_per_worker: int = 1
+    """Environments stepped by each worker with one batched policy forward."""
+    total_steps: int = 1_000_000
+    """Agent steps to train for (each is `action_repeat` env frames)."""
+    seed: int = 0
+    """Root seed; workers use seed + 1000 * worker index + env index."""
+    run_dir: str = ""
+    """Run directory (default: runs/<env>-<timestamp>)."""
+    address: str | None = None
+    """Ray cluster to join (`auto` or host:port); omitted starts a local Ray."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Learner device; auto takes a GPU when the cluster offers one."""
+    weights_publish_every: int = 100
+    """Learner updates between policy-weight publications."""
+    checkpoint_every: int = 50_000
+    """Agent steps between checkpoints (a final one is always written)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept on disk; older ones are deleted."""
+    log_every_s: float = 10.0
+    """Seconds between lines in metrics.jsonl."""
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    """Weights & Biases mode; offline needs no account."""
+    wandb_project: str = "distributed-sac-ae"
+    """W&B project name."""
+    wandb_entity: str | None = None
+    """W&B entity (team or user)."""
+    dashboard_host: str = "127.0.0.1"
+    """Interface the local Ray dashboard listens on."""
+    wrappers: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def tiny_preset(cfg: TrainConfig | None = None) -> TrainConfig:
+    """Small images and networks for CPU smoke runs and tests."""
+    cfg = cfg or TrainConfig()
+    return dataclasses.replace(
+        cfg,
+        env="VisualPendulum",
+        total_steps=400,
+        wrappers=dataclasses.replace(cfg.wrappers, image_size=32),
+        agent=dataclasses.replace(
+            cfg.agent, num_conv_layers=2, num_filters=8, latent_dim=16, hidden_dim=32, batch_size=16
+        ),
+        replay=dataclasses.replace(cfg.replay, capacity=5_000, min_size=64),
+        rollout=dataclasses.replace(cfg.rollout, exploration_steps=100, chunk_length=16),
+        eval=dataclasses.replace(cfg.eval, every=200, episodes=1, max_episode_steps=30),
+        weights_publish_every=10,
+        checkpoint_every=200,
+        log_every_s=1.0,
+    )
+
+
+PRESETS = {"full": lambda: TrainConfig(), "tiny": tiny_preset}
