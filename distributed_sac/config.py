@@ -12,6 +12,8 @@ from typing import Literal
 
 ENV_NAMES = ("CarRacing", "VisualPendulum")
 EnvName = Literal["CarRacing", "VisualPendulum"]
+ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
+"""Agent action dimensions, all in [-1, 1] (SPEC.md, Environments)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class EnvConfig:
     """CarRacing: terminate when the window's reward sum drops below this."""
     early_stop_penalty: float = -10.0
     """CarRacing: extra reward added on early termination."""
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """Channels-first uint8 observation shape."""
+        return (self.frame_stack, self.image_size, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,8 @@ class TrainConfig:
 
     env: EnvName = "CarRacing"
     """Environment to train on."""
-    num_workers: int = 2
-    """Env-worker actors (1 CPU each)."""
+    num_workers: int | None = None
+    """Env-worker actors, 1 CPU each (default: one per core but one, at least 1)."""
     envs_per_worker: int = 1
     """Environments stepped by each worker with one batched policy forward."""
     total_steps: int = 1_000_000
@@ -179,6 +186,7 @@ def tiny_preset(cfg: TrainConfig | None = None) -> TrainConfig:
     return dataclasses.replace(
         cfg,
         env="VisualPendulum",
+        num_workers=2 if cfg.num_workers is None else cfg.num_workers,
         total_steps=400,
         wrappers=dataclasses.replace(cfg.wrappers, image_size=32),
         agent=dataclasses.replace(
@@ -194,3 +202,31 @@ def tiny_preset(cfg: TrainConfig | None = None) -> TrainConfig:
 
 
 PRESETS = {"full": lambda: TrainConfig(), "tiny": tiny_preset}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ValueError with a one-line message for a config that cannot run."""
+    checks = [
+        (cfg.env in ENV_NAMES, f"unknown env {cfg.env!r}; choose one of {', '.join(ENV_NAMES)}"),
+        (cfg.num_workers is None or cfg.num_workers >= 1, f"--num-workers must be >= 1, got {cfg.num_workers}"),
+        (cfg.envs_per_worker >= 1, f"--envs-per-worker must be >= 1, got {cfg.envs_per_worker}"),
+        (cfg.total_steps > 0, f"--total-steps must be positive, got {cfg.total_steps}"),
+        (cfg.agent.batch_size >= 1, f"--agent.batch-size must be >= 1, got {cfg.agent.batch_size}"),
+        (
+            cfg.agent.batch_size <= cfg.replay.capacity,
+            f"--agent.batch-size {cfg.agent.batch_size} is larger than --replay.capacity {cfg.replay.capacity}",
+        ),
+        (
+            cfg.agent.batch_size <= cfg.replay.min_size <= cfg.replay.capacity,
+            f"--replay.min-size must lie between the batch size {cfg.agent.batch_size} and the capacity {cfg.replay.capacity}, got {cfg.replay.min_size}",
+        ),
+        (cfg.replay.replay_ratio > 0, f"--replay.replay-ratio must be positive, got {cfg.replay.replay_ratio}"),
+        (cfg.rollout.chunk_length >= 1, f"--rollout.chunk-length must be >= 1, got {cfg.rollout.chunk_length}"),
+        (cfg.weights_publish_every >= 1, "--weights-publish-every must be >= 1"),
+        (cfg.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
+        (cfg.eval.every >= 0 and cfg.eval.episodes >= 1, "--eval.every must be >= 0 and --eval.episodes >= 1"),
+        (cfg.wrappers.image_size >= 16, f"--wrappers.image-size must be >= 16, got {cfg.wrappers.image_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)

@@ -1,0 +1,141 @@
+"""Env throughput per core: agent steps/s of CarRacing stock vs fast path, and VisualPendulum.
+
+Each env is built by ``distributed_sac.envs.make_env`` (action repeat 3, crop, grayscale,
+frame stack, early termination) with ``EnvConfig(fast_render=False/True)``, and driven by
+seeded uniform random actions in [-1, 1], resets included. ``--raw`` adds the bare envs under
+a plain action-repeat loop (FastCarRacing drawing only each repeat's last frame). The configs'
+steps are interleaved in rounds so that load from other processes falls on all of them alike;
+rates are per CPU-second of this single-threaded process and per wall-clock second. Example:
+
+    python -m benchmarks.env_throughput --steps 300 --json bench_out/env_throughput.json
+"""
+
+# ruff: noqa: E402 (thread caps must precede the numpy import)
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core: the resize matmuls must not spread out
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from distributed_sac.carracing_fast import make_car_racing
+from distributed_sac.config import EnvConfig
+from distributed_sac.envs import make_env
+
+REPEAT = EnvConfig().action_repeat
+ROUND = 10
+
+
+class RawCarRacing:
+    """Bare CarRacing-v3 under a plain action-repeat loop, as a wrapper-free reference."""
+
+    def __init__(self, fast_render: bool, seed: int):
+        self.env = make_car_racing(fast_render, disable_env_checker=True)
+        self.fast_render = fast_render
+        self.action_space = self.env.action_space
+        self.action_space.seed(seed)
+        self.seed = seed
+
+    def reset(self) -> None:
+        """Reset the env (seeded once)."""
+        self.env.reset(seed=self.seed)
+        self.seed = None
+
+    def step(self, action: np.ndarray) -> tuple:
+        """Repeat ``action``; with FastCarRacing only the last frame of the repeat is drawn."""
+        for i in range(REPEAT):
+            if self.fast_render:
+                self.env.unwrapped.skip_render = i < REPEAT - 1
+            out = self.env.step(action)
+            if out[2] or out[3]:
+                break
+        return out
+
+
+def wrapped(name: str, fast_render: bool, seed: int) -> gym.Env:
+    """The env as the agent sees it."""
+    env = make_env(name, EnvConfig(fast_render=fast_render), seed)
+    env.action_space.seed(seed)
+    return env
+
+
+def measure(makers: dict[str, Callable[[], object]], steps: int) -> dict[str, dict[str, float]]:
+    """CPU and wall seconds of ``steps`` agent steps per config, in interleaved rounds."""
+    envs = {key: make() for key, make in makers.items()}
+    for env in envs.values():
+        env.reset()
+        env.step(env.action_space.sample())
+    spent = {key: {"cpu_s": 0.0, "wall_s": 0.0, "resets": 0} for key in envs}
+    for done in range(0, steps, ROUND):
+        for key, env in envs.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(min(ROUND, steps - done)):
+                _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                if terminated or truncated:
+                    env.reset()
+                    spent[key]["resets"] += 1
+            spent[key]["cpu_s"] += time.process_time() - cpu
+            spent[key]["wall_s"] += time.perf_counter() - wall
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="timed agent steps per config")
+    parser.add_argument("--raw", action="store_true", help="also time the bare CarRacing envs")
+    parser.add_argument("--seed", type=int, default=0, help="env and action seed")
+    parser.add_argument("--json", default="", help="write results to this path")
+    args = parser.parse_args()
+    if args.steps < 1:
+        raise ValueError(f"--steps must be positive, got {args.steps}")
+
+    makers = {
+        ("CarRacing", "stock"): lambda: wrapped("CarRacing", False, args.seed),
+        ("CarRacing", "fast"): lambda: wrapped("CarRacing", True, args.seed),
+        ("VisualPendulum", "make_env"): lambda: wrapped("VisualPendulum", True, args.seed),
+    }
+    if args.raw:
+        makers[("CarRacing raw", "stock")] = lambda: RawCarRacing(False, args.seed)
+        makers[("CarRacing raw", "fast")] = lambda: RawCarRacing(True, args.seed)
+    spent = measure(makers, args.steps)
+
+    rows = []
+    for (env, path), s in spent.items():
+        stock = spent.get((env, "stock"), s)
+        rows.append(
+            {
+                "env": env,
+                "path": path,
+                "agent_steps_per_cpu_s": args.steps / s["cpu_s"],
+                "agent_steps_per_wall_s": args.steps / s["wall_s"],
+                "frames_per_cpu_s": args.steps * REPEAT / s["cpu_s"],
+                "speedup": stock["cpu_s"] / s["cpu_s"],
+                "resets": s["resets"],
+                "steps": args.steps,
+            }
+        )
+    header = f"{'env':<16}{'path':<10}{'steps/s cpu':>12}{'steps/s wall':>14}"
+    print(header + f"{'frames/s cpu':>14}{'speedup':>9}{'resets':>8}")
+    for r in rows:
+        print(
+            f"{r['env']:<16}{r['path']:<10}{r['agent_steps_per_cpu_s']:>12.1f}"
+            f"{r['agent_steps_per_wall_s']:>14.1f}{r['frames_per_cpu_s']:>14.1f}"
+            f"{r['speedup']:>8.2f}x{r['resets']:>8d}"
+        )
+    print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "loadavg": os.getloadavg()[0]}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

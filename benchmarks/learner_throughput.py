@@ -1,0 +1,122 @@
+"""Full-size SAC-AE learner throughput: plain path vs fast path, on CPU and CUDA.
+
+Batch 128 of 4x84x84 uint8 observations, default AgentConfig, random pixels (the update's
+cost does not depend on their content). The two paths' updates alternate, so background load
+from other processes falls on both alike. Example:
+
+    python benchmarks/learner_throughput.py --updates 10 --json bench_out/learner.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from distributed_sac.config import AgentConfig
+from distributed_sac.data import Batch
+from distributed_sac.sac_ae import SacAeAgent
+
+OBS_SHAPE = (4, 84, 84)
+ACTION_DIM = 3
+
+
+def random_batches(n: int, batch_size: int, seed: int = 0) -> list[Batch]:
+    """``n`` random full-size batches."""
+    rng = np.random.default_rng(seed)
+    return [
+        Batch(
+            obs=rng.integers(0, 256, (batch_size, *OBS_SHAPE), dtype=np.uint8),
+            action=rng.uniform(-1, 1, (batch_size, ACTION_DIM)).astype(np.float32),
+            reward=rng.normal(size=batch_size).astype(np.float32),
+            next_obs=rng.integers(0, 256, (batch_size, *OBS_SHAPE), dtype=np.uint8),
+            terminated=rng.random(batch_size) < 0.01,
+            truncated=np.zeros(batch_size, dtype=bool),
+        )
+        for _ in range(n)
+    ]
+
+
+def time_paths(device: str, updates: int, warmup: int, compile_fast: bool) -> dict[str, float]:
+    """Seconds per update of each path, their updates interleaved so both see the same load."""
+    agents = {
+        "plain": SacAeAgent(OBS_SHAPE, ACTION_DIM, AgentConfig(fast_path=False), device=device),
+        "fast": SacAeAgent(
+            OBS_SHAPE, ACTION_DIM, AgentConfig(fast_path=True, compile=compile_fast), device=device
+        ),
+    }
+    batches = random_batches(4, AgentConfig().batch_size)
+    seconds = dict.fromkeys(agents, 0.0)
+    for i in range(warmup + updates):
+        for name, agent in agents.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            agent.update(batches[i % len(batches)])
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                seconds[name] += time.perf_counter() - start
+    return {name: total / updates for name, total in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto: cpu, and cuda too when available",
+    )
+    parser.add_argument("--updates", type=int, default=10, help="timed updates per path")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed updates per path first")
+    parser.add_argument("--compile", action="store_true", help="fast path with torch.compile")
+    parser.add_argument("--json", default="", help="write results to this path")
+    args = parser.parse_args()
+
+    if args.device == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [args.device]
+    load_before = os.getloadavg()[0]
+    rows = []
+    for device in devices:
+        sec = time_paths(device, args.updates, args.warmup, args.compile)
+        for path in ("plain", "fast"):
+            row = {"path": path, "device": device, "updates_per_s": 1.0 / sec[path]}
+            row |= {"ms_per_update": 1e3 * sec[path], "speedup": sec["plain"] / sec[path]}
+            rows.append(row)
+
+    print(f"{'path':<6} {'device':<6} {'updates/s':>10} {'ms/update':>10} {'speedup':>8}")
+    for r in rows:
+        print(
+            f"{r['path']:<6} {r['device']:<6} {r['updates_per_s']:>10.3f} "
+            f"{r['ms_per_update']:>10.1f} {r['speedup']:>7.2f}x"
+        )
+    meta = {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1min_before": load_before,
+        "loadavg_1min_after": os.getloadavg()[0],
+        "updates": args.updates,
+        "warmup": args.warmup,
+        "batch_size": AgentConfig().batch_size,
+        "obs_shape": OBS_SHAPE,
+        "cuda_device": torch.cuda.get_device_name() if "cuda" in devices else None,
+    }
+    print(
+        f"torch threads {meta['torch_threads']}, 1-min load {load_before:.2f} -> "
+        f"{meta['loadavg_1min_after']:.2f} (other processes share the CPU)"
+    )
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"results": rows, "meta": meta}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Atomic, verified checkpoints: temporary file then rename, last K kept, safe loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or was written by an incompatible config."""
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(fileobj)` on a temporary file in `path`'s folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_path(folder: Path, agent_steps: int) -> Path:
+    return folder / f"ckpt_{agent_steps:012d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in `folder`, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(
+    folder: Path, agent_steps: int, state: dict[str, Any], fingerprint: dict, keep: int
+) -> Path:
+    """Write `state` atomically with the config fingerprint; delete all but the newest `keep`."""
+    path = checkpoint_path(folder, agent_steps)
+    payload = {"format": FORMAT_VERSION, "fingerprint": json.dumps(fingerprint, sort_keys=True)}
+    payload.update(state)
+    atomic_write(path, lambda f: torch.save(payload, f))
+    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, fingerprint: dict | None = None) -> dict[str, Any]:
+    """Load with `weights_only=True`; raise CheckpointError if corrupt or from another config."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unknown checkpoint format")
+    if fingerprint is not None:
+        saved = json.loads(payload["fingerprint"])
+        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        if diff:
+            raise CheckpointError(f"{path}: written by a different config ({', '.join(diff)})")
+    return payload
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None

@@ -1,0 +1,172 @@
+"""Human demonstration files: one episode per compressed .npz, loaded as replay `Chunk`s.
+
+A file holds the `Chunk` arrays of one episode (``frames`` uint8 (T + S, H, W), each frame stored
+once; ``action`` float32 (T, A) in the agent's [-1, 1] space; ``reward`` float32 (T,);
+``terminated`` and ``truncated`` bool (T,)) plus ``meta``, a JSON string describing the
+environment the episode was recorded in. Only plain arrays are stored, and files are read with
+``allow_pickle=False``, so loading a demonstration never runs code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import zipfile
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distributed_sac.config import EnvConfig
+from distributed_sac.data import Chunk, validate_chunk
+from distributed_sac.envs import ENV_IDS, action_dim
+
+FORMAT_VERSION = 1
+"""Version written into every demonstration file; `load_demo` reads only this one."""
+
+ARRAYS = ("frames", "action", "reward", "terminated", "truncated", "meta")
+"""Arrays every demonstration file holds."""
+_META_KEYS = {"env", "obs_shape", "frame_stack", "action_repeat"}
+
+
+class DemoError(ValueError):
+    """A demonstration file that cannot be used; the one-line message names the file."""
+
+
+def demo_meta(env_name: str, cfg: EnvConfig, **extra: Any) -> dict[str, Any]:
+    """Metadata of an episode recorded in `make_env(env_name, cfg)`; `extra` adds JSON fields."""
+    return {
+        "env": env_name,
+        "env_id": ENV_IDS[env_name],
+        "obs_shape": list(cfg.obs_shape),
+        "image_size": cfg.image_size,
+        "frame_stack": cfg.frame_stack,
+        "action_repeat": cfg.action_repeat,
+        **extra,
+    }
+
+
+def save_episode(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    meta: Mapping[str, Any],
+) -> None:
+    """Write one episode to `path` atomically; `meta` (see `demo_meta`) gains version and return."""
+    missing = sorted(_META_KEYS - meta.keys())
+    if missing:
+        raise ValueError(f"episode meta lacks {', '.join(missing)}; build it with demo_meta")
+    chunk = Chunk(frames, actions, rewards, terminated, truncated)
+    validate_chunk(
+        chunk, tuple(meta["obs_shape"][1:]), meta["frame_stack"], action_dim(meta["env"])
+    )
+    if not np.all(np.abs(actions) <= 1.0):
+        raise ValueError(
+            f"episode actions must lie in [-1, 1], got |action| up to {np.max(np.abs(actions))}"
+        )
+    full_meta = {
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "length": len(chunk),
+        "episode_return": float(np.sum(rewards, dtype=np.float64)),
+    }
+    arrays = {name: getattr(chunk, name) for name in ARRAYS[:-1]}
+    arrays["meta"] = np.array(json.dumps(full_meta))
+    path = Path(path)
+    # Write a hidden temporary file beside the target, then rename: a reader (or a crash) never
+    # sees half a file, and the .tmp suffix keeps leftovers out of a folder's *.npz.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        # np.load would try anything else as a pickle; .npz files are zip archives.
+        if magic != b"PK\x03\x04":
+            raise DemoError(f"{path}: not an .npz archive")
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, DemoError):
+            raise
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DemoError(f"{path}: unreadable demonstration file ({reason})") from e
+
+
+def _check_meta(path: str, raw: np.ndarray, env_name: str, cfg: EnvConfig) -> dict[str, Any]:
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise DemoError(f"{path}: meta must be a JSON string scalar, got {raw.dtype} {raw.shape}")
+    try:
+        meta = json.loads(raw.item())
+    except json.JSONDecodeError as e:
+        raise DemoError(f"{path}: meta is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise DemoError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "env": env_name,
+        "obs_shape": list(cfg.obs_shape),
+        "action_repeat": cfg.action_repeat,
+    }
+    for key, want in expected.items():
+        if key not in meta:
+            raise DemoError(f"{path}: meta lacks {key!r}")
+        if meta[key] != want:
+            raise DemoError(f"{path}: {key} is {meta[key]!r}, expected {want!r}")
+    return meta
+
+
+def load_demo(path: str | os.PathLike, env_name: str, env_cfg: EnvConfig) -> Chunk:
+    """Read and validate one demonstration file recorded for `make_env(env_name, env_cfg)`."""
+    action_dim(env_name)
+    path = os.fspath(path)
+    arrays = _read(path)
+    missing = [name for name in ARRAYS if name not in arrays]
+    if missing:
+        raise DemoError(f"{path}: missing arrays {', '.join(missing)}")
+    _check_meta(path, arrays["meta"], env_name, env_cfg)
+    chunk = Chunk(*(arrays[name] for name in ARRAYS[:-1]))
+    try:
+        validate_chunk(chunk, env_cfg.obs_shape[1:], env_cfg.frame_stack, action_dim(env_name))
+    except ValueError as e:
+        raise DemoError(f"{path}: {e}") from e
+    if not np.all(np.abs(chunk.action) <= 1.0):
+        worst = np.max(np.abs(chunk.action))
+        raise DemoError(f"{path}: actions must lie in [-1, 1], got |action| up to {worst}")
+    if not np.isfinite(chunk.reward).all():
+        raise DemoError(f"{path}: rewards must be finite")
+    return chunk
+
+
+def load_demos(
+    paths: Iterable[str | os.PathLike], env_name: str, env_cfg: EnvConfig
+) -> list[Chunk]:
+    """Load every demonstration in `paths` (files, or folders of *.npz), all validated first."""
+    action_dim(env_name)
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.npz")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DemoError(f"{p}: no such demonstration file or folder")
+    if not files:
+        raise DemoError("no demonstration files found (folders are searched for *.npz)")
+    return [load_demo(f, env_name, env_cfg) for f in files]

@@ -1,0 +1,251 @@
+"""The pixel environments the agent sees: CarRacing-v3 and VisualPendulum (SPEC.md, Environments).
+
+Both return channels-first uint8 stacks of grayscale frames, Box(0, 255, (S, H, W)), and take
+actions in Box(-1, 1, (A,)). Grayscale is gymnasium's `GrayscaleObservation`: ITU-R BT.709 luma,
+0.2125 R + 0.7154 G + 0.0721 B, truncated to uint8. Resizing is area averaging as OpenCV's
+INTER_AREA does it (OpenCV is not installed here): each output pixel is the mean of the source
+pixels it covers, each weighted by the fraction covered, rounded to nearest. PIL's BOX filter is
+not a substitute: it weights whole source pixels by whether their centre falls inside, which
+differs by up to 15 grey levels on the 500 -> 84 Pendulum frame.
+
+Gymnasium's own wrappers do the frame stacking, grayscale, action rescaling and time limits; the
+three classes here do what it lacks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import cache, partial
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.wrappers import (
+    AddRenderObservation,
+    FrameStackObservation,
+    GrayscaleObservation,
+    HumanRendering,
+    RepeatAction,
+    RescaleAction,
+    TransformObservation,
+)
+
+from distributed_sac.carracing_fast import make_car_racing
+from distributed_sac.config import ACTION_DIMS, ENV_NAMES, EnvConfig
+
+ENV_IDS = {"CarRacing": "CarRacing-v3", "VisualPendulum": "Pendulum-v1"}
+"""Gymnasium id under each of our environment names."""
+
+CARRACING_CROP = (slice(0, 84), slice(6, 90))
+"""Rows and columns of the 96x96 state image kept: the square above the status bar, centred."""
+
+SLIGHT_GAS = np.array([0.0, 0.1, 0.0], dtype=np.float32)
+"""Steer, gas, brake stepped after a CarRacing reset to fill the frame stack (SPEC.md)."""
+
+_RENDER_MODES = (None, "rgb_array", "human")
+
+
+def _check_name(name: str) -> None:
+    if name not in ENV_NAMES:
+        raise ValueError(f"unknown env '{name}'; choose one of {', '.join(ENV_NAMES)}")
+
+
+def action_dim(name: str) -> int:
+    """Size of the agent's action vector in environment `name`."""
+    _check_name(name)
+    return ACTION_DIMS[name]
+
+
+def crop_carracing(frame: np.ndarray) -> np.ndarray:
+    """The 84x84 part of a 96x96 CarRacing state image the agent sees."""
+    return frame[CARRACING_CROP]
+
+
+@cache
+def _area_weights(n: int, size: int) -> np.ndarray:
+    """(size, n) matrix: the fraction of output pixel i that source pixel j covers."""
+    edges = np.arange(size + 1) * n / size
+    src = np.arange(n)
+    overlap = np.minimum(edges[1:, None], src + 1) - np.maximum(edges[:-1, None], src)
+    weights = (np.clip(overlap, 0, None) * size / n).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+def area_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Shrink a uint8 HxW or HxWxC image to size x size by area averaging (OpenCV INTER_AREA)."""
+    h, w = image.shape[:2]
+    rows = _area_weights(h, size) @ image.reshape(h, -1).astype(np.float32)
+    out = _area_weights(w, size) @ rows.reshape(size, w, -1)
+    return np.rint(out.reshape(size, size, *image.shape[2:])).astype(np.uint8)
+
+
+def _image_space(size: int, channels: int | None = None) -> spaces.Box:
+    shape = (size, size) if channels is None else (size, size, channels)
+    return spaces.Box(0, 255, shape, np.uint8)
+
+
+class RenderLastRepeatAction(RepeatAction):
+    """RepeatAction that lets a `skip_render` env (FastCarRacing) draw only the last repeated frame.
+
+    With action repeat 3, stock CarRacing draws two state images per agent step that nobody sees,
+    and drawing is about 97% of a frame's cost (SPEC.md, Costs). When the unwrapped env has a
+    boolean `skip_render` (and `render_state()` to draw on demand), it is set for every frame but
+    the last; an env without it is stepped exactly as `RepeatAction` does.
+    """
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Repeat `action`, summing rewards, until the repeat is done or the episode ends."""
+        unwrapped = self.env.unwrapped
+        if not hasattr(unwrapped, "skip_render"):
+            return super().step(action)
+        total_reward = 0.0
+        try:
+            for i in range(self.num_repeats):
+                unwrapped.skip_render = i < self.num_repeats - 1
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                total_reward += float(reward)
+                if terminated or truncated:
+                    break
+        finally:
+            skipped, unwrapped.skip_render = unwrapped.skip_render, False
+        if skipped:
+            # The episode ended on a skipped frame, so `obs` is the previous frame's image; draw
+            # the final one, which a truncation bootstraps from. Only the score text in the
+            # status bar can differ from stock, and the observation crop drops it.
+            obs = unwrapped.render_state()
+        return obs, total_reward, terminated, truncated, info
+
+
+class FillStackOnReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """After each reset, step a fixed action `steps` times so a frame stack below holds real frames.
+
+    CarRacing zooms in during its first second; stepping "slight gas" once per stacked frame lets
+    the agent's first observation show that motion instead of one frame repeated (SPEC.md). The
+    rewards of these steps (the start tiles' included) belong to no agent step and are dropped.
+    """
+
+    def __init__(self, env: gym.Env, action: np.ndarray, steps: int):
+        gym.utils.RecordConstructorArgs.__init__(self, action=action, steps=steps)
+        gym.Wrapper.__init__(self, env)
+        self._action = np.asarray(action, dtype=env.action_space.dtype)
+        self._steps = steps
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the env, then step the fill action; returns the last observation and reset info."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        for _ in range(self._steps):
+            obs, _, _, _, _ = self.env.step(self._action)
+        return obs, info
+
+
+class EarlyTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Terminate when the last `window` agent-step rewards sum below `threshold` (SPEC.md).
+
+    On that step `penalty` is added to the reward, `terminated` is set (no bootstrap: giving up on
+    a car that makes no progress is a failure, not a time limit) and `info["early_stop"]` is True.
+    Before `window` steps exist, the sum covers the steps so far. A step on which the env ends
+    the episode itself keeps the env's outcome.
+    """
+
+    def __init__(self, env: gym.Env, window: int, threshold: float, penalty: float):
+        if window < 1:
+            raise ValueError(f"early_stop_window must be at least 1, got {window}")
+        gym.utils.RecordConstructorArgs.__init__(
+            self, window=window, threshold=threshold, penalty=penalty
+        )
+        gym.Wrapper.__init__(self, env)
+        self._threshold = threshold
+        self._penalty = penalty
+        self._rewards: deque[float] = deque(maxlen=window)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset the env and empty the reward window."""
+        self._rewards.clear()
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the env and apply the early-termination rule to the reward window."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._rewards.append(float(reward))
+        if not (terminated or truncated) and sum(self._rewards) < self._threshold:
+            reward = float(reward) + self._penalty
+            terminated = True
+            info = {**info, "early_stop": True}
+        return obs, reward, terminated, truncated, info
+
+
+def _make_carracing(cfg: EnvConfig, render_mode: str | None) -> gym.Env:
+    """Raw continuous CarRacing-v3 as `gym.make` builds it, drawn by FastCarRacing if enabled."""
+    # The passive checker would flag the skipped frames' reused arrays, which stay inside the
+    # action repeat; `check_env` on the wrapped env covers what it checks.
+    return make_car_racing(
+        cfg.fast_render, continuous=True, render_mode=render_mode, disable_env_checker=True
+    )
+
+
+def wrap_carracing(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """Turn a raw continuous CarRacing env into the agent's view of it (SPEC.md, Environments)."""
+    env = RenderLastRepeatAction(env, cfg.action_repeat)
+    crop = CARRACING_CROP[0].stop - CARRACING_CROP[0].start
+    env = TransformObservation(env, crop_carracing, _image_space(crop, 3))
+    env = GrayscaleObservation(env)
+    if cfg.image_size != crop:
+        size = cfg.image_size
+        env = TransformObservation(env, partial(area_resize, size=size), _image_space(size))
+    env = FrameStackObservation(env, cfg.frame_stack)
+    # Above the action repeat, each fill step is one agent step, so the stacked frames are
+    # action_repeat frames apart as in every later observation (12 of the episode's 1000 frames).
+    env = FillStackOnReset(env, SLIGHT_GAS, steps=cfg.frame_stack)
+    env = EarlyTermination(
+        env, cfg.early_stop_window, cfg.early_stop_threshold, cfg.early_stop_penalty
+    )
+    # Steer stays in [-1, 1]; gas and brake map linearly from [-1, 1] onto [0, 1].
+    return RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+
+
+def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """Turn an rgb_array Pendulum-v1 into VisualPendulum (SPEC.md, Environments)."""
+    # Repeat below the renderer so only the frame the agent sees is drawn.
+    env = RepeatAction(env, cfg.action_repeat)
+    env = AddRenderObservation(env, render_only=True)
+    size = cfg.image_size
+    env = TransformObservation(env, partial(area_resize, size=size), _image_space(size, 3))
+    env = GrayscaleObservation(env)
+    # The default "reset" padding fills the stack with the first rendered frame (SPEC.md).
+    env = FrameStackObservation(env, cfg.frame_stack)
+    # Torque in [-2, 2].
+    return RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+
+
+def make_env(
+    name: str, cfg: EnvConfig, seed: int | None = None, render_mode: str | None = None
+) -> gym.Env:
+    """Build environment `name` as the agent sees it; `seed` seeds its first reset.
+
+    `render_mode` "rgb_array" makes `env.render()` return the underlying env's full frame (eval
+    videos); "human" opens a window (the demo recorder).
+    """
+    _check_name(name)
+    if not 1 <= cfg.image_size <= 84:
+        raise ValueError(f"image_size must be in [1, 84], got {cfg.image_size}")
+    if render_mode not in _RENDER_MODES:
+        raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
+    if name == "CarRacing":
+        env = wrap_carracing(_make_carracing(cfg, render_mode), cfg)
+    else:
+        # Observations are rendered, so Pendulum itself always renders to an array.
+        env = wrap_pendulum(gym.make(ENV_IDS[name], render_mode="rgb_array"), cfg)
+        if render_mode == "human":
+            env = HumanRendering(env)
+    if seed is not None:
+        # The generator reset(seed=seed) would build, so the first plain reset() matches it.
+        env.unwrapped.np_random, _ = seeding.np_random(seed)
+        env.action_space.seed(seed)
+    return env

@@ -1,0 +1,80 @@
+"""Deterministic-policy evaluation (mean action) and mp4 videos of it; no Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import imageio.v2 as imageio
+import numpy as np
+
+from distributed_sac.checkpoint import atomic_write
+from distributed_sac.config import EnvConfig
+from distributed_sac.envs import make_env
+from distributed_sac.rollout import ActsOnBatches
+
+VIDEO_FPS = 30
+
+
+class EvalResult(NamedTuple):
+    returns: list[float]
+    lengths: list[int]
+    video: str | None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS) -> None:
+    """Encode RGB frames as H.264 mp4 (imageio-ffmpeg), written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial.mp4")
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    atomic_write(path, lambda f: f.write(tmp.read_bytes()))
+    tmp.unlink(missing_ok=True)
+
+
+def evaluate(
+    policy: ActsOnBatches,
+    env_name: str,
+    env_cfg: EnvConfig,
+    episodes: int,
+    seed: int,
+    max_steps: int,
+    video_path: Path | None = None,
+    render_mode: str | None = None,
+) -> EvalResult:
+    """Run `episodes` deterministic episodes; film the first into `video_path` if given."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if video_path is not None and render_mode is None:
+        render_mode = "rgb_array"
+    env = make_env(env_name, env_cfg, seed=seed, render_mode=render_mode)
+    returns, lengths, frames = [], [], []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            film = video_path is not None and episode == 0 and render_mode == "rgb_array"
+            total, steps, done = 0.0, 0, False
+            while not done and steps < max_steps:
+                if film:
+                    frames.append(env.render())
+                action = policy.act(obs[None], deterministic=True)[0]
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                steps += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(steps)
+    finally:
+        env.close()
+    if video_path is not None and frames:
+        write_video(Path(video_path), frames)
+    return EvalResult(returns, lengths, str(video_path) if frames else None)

@@ -1,0 +1,141 @@
+"""Holds the learner's updates per inserted transition near a target replay ratio.
+
+In the spirit of DeepMind Reverb's ``SampleToInsertRatio`` (Cassirer et al. 2021): with
+``I`` transitions inserted, ``U`` learner updates done, ratio ``r`` and ``min_size`` ``m``, the
+error ``e = U - r * (I - m)`` is kept within ``[-slack, +slack]`` once ``I >= m``, where
+``slack = max(r * chunk_length + 1, tolerance * r * (I - m))``. The relative term holds the
+run's ratio ``U / (I - m)`` within ``tolerance`` of ``r``; the floor gives one chunk of room
+either side so neither side stalls on every chunk early in the run.
+
+No deadlock (at every state at least one side may proceed):
+
+* Before ``min_size`` (and after ``finish``) inserts are always allowed.
+* Otherwise, when the learner is refused (``e + 1 > slack``), ``can_insert`` answers True for
+  any ``n``: waiting workers are never refused while the learner waits for data.
+
+That liveness clause never breaks the lower bound for inserts of at most ``chunk_length``:
+it fires only when ``e > slack - 1``, so after inserting ``n`` the error is above
+``slack - 1 - r * n >= -slack`` because ``2 * slack >= 2 * r * chunk_length + 2 > r * n + 1``.
+Crossing ``min_size`` leaves ``e >= -r * n > -slack`` for the same reason, and updates stop
+at ``+slack``; slack never shrinks as ``I`` grows, so ``-slack <= e <= slack`` holds throughout.
+"""
+
+from __future__ import annotations
+
+from distributed_sac.config import ReplayConfig
+
+_COUNTERS = ("inserts", "samples", "insert_refusals", "sample_refusals")
+
+
+class RateLimiter:
+    """Gates replay inserts and learner updates to hold ``replay_ratio`` updates per insert."""
+
+    def __init__(
+        self,
+        replay_ratio: float,
+        min_size: int,
+        tolerance: float = 0.1,
+        chunk_length: int = 64,
+    ) -> None:
+        if replay_ratio <= 0 or min_size < 0 or tolerance < 0 or chunk_length < 1:
+            raise ValueError(
+                "need replay_ratio > 0, min_size >= 0, tolerance >= 0, chunk_length >= 1, got "
+                f"{replay_ratio}, {min_size}, {tolerance}, {chunk_length}"
+            )
+        self.replay_ratio = float(replay_ratio)
+        self.min_size = int(min_size)
+        self.tolerance = float(tolerance)
+        self.min_slack = self.replay_ratio * chunk_length + 1.0
+        self.inserts = 0
+        self.samples = 0
+        self.insert_refusals = 0
+        self.sample_refusals = 0
+        self.closed = False
+
+    @classmethod
+    def from_config(cls, cfg: ReplayConfig, chunk_length: int) -> RateLimiter:
+        """A limiter for ``cfg``; ``chunk_length`` is the largest insert workers send."""
+        return cls(cfg.replay_ratio, cfg.min_size, cfg.ratio_tolerance, chunk_length)
+
+    @property
+    def slack(self) -> float:
+        """Updates the learner may run ahead of, or fall behind, the target ratio."""
+        since_min = max(0, self.inserts - self.min_size)
+        return max(self.min_slack, self.tolerance * self.replay_ratio * since_min)
+
+    @property
+    def error(self) -> float:
+        """Updates done minus updates the target ratio asks for (positive: learner ahead)."""
+        return self.samples - self.replay_ratio * (self.inserts - self.min_size)
+
+    def can_sample(self, n: int = 1) -> bool:
+        """Whether ``n`` more updates keep the learner within slack of the target ratio."""
+        _check_count(n)
+        if self.closed:
+            return True
+        if self.inserts < self.min_size:
+            return False
+        return self.error + n <= self.slack
+
+    def can_insert(self, n: int) -> bool:
+        """Whether inserting ``n`` transitions keeps the workers within slack of the target."""
+        _check_count(n)
+        if self.closed or self.inserts < self.min_size or not self.can_sample(1):
+            return True
+        return self.error - self.replay_ratio * n >= -self.slack
+
+    def insert(self, n: int) -> None:
+        """Record ``n`` inserted transitions (unconditionally; see ``try_insert``)."""
+        _check_count(n)
+        self.inserts += n
+
+    def sample(self, n: int = 1) -> None:
+        """Record ``n`` completed learner updates (unconditionally; see ``try_sample``)."""
+        _check_count(n)
+        self.samples += n
+
+    def try_insert(self, n: int) -> bool:
+        """Record the insert if allowed, else count a refusal; returns whether it was allowed."""
+        if self.can_insert(n):
+            self.insert(n)
+            return True
+        self.insert_refusals += 1
+        return False
+
+    def try_sample(self, n: int = 1) -> bool:
+        """Record the updates if allowed, else count a refusal; returns whether they were."""
+        if self.can_sample(n):
+            self.sample(n)
+            return True
+        self.sample_refusals += 1
+        return False
+
+    def finish(self) -> None:
+        """Collection is over: updates no longer wait for inserts, so a run's end never stalls."""
+        self.closed = True
+
+    def ratio_held(self) -> float:
+        """Updates per transition inserted since ``min_size`` (0.0 before then)."""
+        since_min = self.inserts - self.min_size
+        return self.samples / since_min if since_min > 0 else 0.0
+
+    def state_dict(self) -> dict[str, int | bool]:
+        """Counters as plain ints (the ratio and sizes come from the config)."""
+        return {**{name: getattr(self, name) for name in _COUNTERS}, "closed": self.closed}
+
+    def load_state_dict(self, state: dict[str, int | bool]) -> None:
+        """Restore the counters written by ``state_dict``."""
+        missing = {*_COUNTERS, "closed"} - set(state)
+        if missing:
+            raise ValueError(f"rate limiter state lacks {sorted(missing)}")
+        values = {name: int(state[name]) for name in _COUNTERS}
+        if min(values.values()) < 0:
+            raise ValueError(f"rate limiter counters must be >= 0, got {values}")
+        for name, value in values.items():
+            setattr(self, name, value)
+        self.closed = bool(state["closed"])
+
+
+def _check_count(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"count must be >= 1, got {n}")

@@ -1,0 +1,201 @@
+"""`python launch.py record`: drive CarRacing with the keyboard and save demonstrations.
+
+The person drives the very env the agent trains in (`make_env`: same wrappers, frame stack and
+action repeat), so each saved episode holds the agent's observations and the agent's [-1, 1]
+actions (SPEC.md, Human demonstrations). Keys are read once per agent step. The key state is
+tracked from KEYDOWN/KEYUP events rather than `pygame.key.get_pressed()`, which does not see
+events posted with `pygame.event.post` (how the tests drive the recorder headless).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pygame
+import tyro
+from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
+
+from distributed_sac.config import EnvConfig
+from distributed_sac.demos import demo_meta, save_episode
+from distributed_sac.envs import make_env
+
+RAW_LOW = np.array([-1.0, 0.0, 0.0])
+"""Lower bounds of CarRacing-v3's steer, gas, brake; the agent's -1 maps here."""
+RAW_HIGH = np.array([1.0, 1.0, 1.0])
+"""Upper bounds of CarRacing-v3's steer, gas, brake; the agent's +1 maps here."""
+BRAKE = 0.8
+"""Brake applied by space, as gymnasium's own play script: 0.9 and above lock the wheels."""
+
+
+def keys_to_action(left: bool, right: bool, up: bool, space: bool) -> np.ndarray:
+    """Agent action in [-1, 1]^3 for the held keys (left and right together cancel)."""
+    raw = np.array([float(right) - float(left), float(up), BRAKE * float(space)])
+    # Inverse of the env's linear RescaleAction from [-1, 1] onto [RAW_LOW, RAW_HIGH].
+    return (2.0 * (raw - RAW_LOW) / (RAW_HIGH - RAW_LOW) - 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RecordArgs:
+    """Drive CarRacing and record demonstrations: arrow keys steer and accelerate, space brakes.
+
+    Esc or closing the window stops; an episode not yet finished is discarded (never saved in
+    part). Use the same --wrappers.* values as training, or the files will not load.
+    """
+
+    out: str = "demos"
+    """Folder the episodes go to, one <timestamp>_ep<k>.npz each."""
+    episodes: int = 5
+    """Episodes to record."""
+    max_steps: int | None = None
+    """Agent steps after which an episode is cut as truncated (default: the env's time limit)."""
+    seed: int | None = None
+    """Track seed of the first episode; episode k uses seed + k (default: random)."""
+    speed: float = 1.0
+    """Game speed relative to real time (50 frames/s); below 1 is easier, 0 does not wait."""
+    env: Literal["CarRacing"] = "CarRacing"
+    """Environment to drive (only CarRacing has keyboard controls)."""
+    wrappers: EnvConfig = field(default_factory=EnvConfig)
+
+
+class Recorder:
+    """One env, its window and the held keys; `run` records episodes, one agent step at a time."""
+
+    def __init__(self, args: RecordArgs):
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.max_steps is not None and args.max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+        if args.speed < 0:
+            raise ValueError(f"--speed must be >= 0, got {args.speed}")
+        self.args = args
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.base_seed = secrets.randbelow(2**31) if args.seed is None else args.seed
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.env = make_env(args.env, args.wrappers, render_mode="rgb_array")
+        self.steps_per_s = (
+            args.speed * self.env.metadata["render_fps"] / args.wrappers.action_repeat
+        )
+        try:
+            pygame.display.init()
+            self.screen = pygame.display.set_mode((VIDEO_W, VIDEO_H))
+        except pygame.error as e:
+            self.env.close()
+            raise RuntimeError(f"cannot open the recorder window ({e})") from e
+        pygame.display.set_caption("CarRacing demo: arrows steer/gas, space brakes, Esc quits")
+        self.clock = pygame.time.Clock()
+        self.held: set[int] = set()
+        self.episode = 0
+        self.seed = self.base_seed
+        self.frames: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.terminated = self.truncated = False
+
+    def reset(self) -> None:
+        """Start episode `self.episode` on track seed `base_seed + episode`."""
+        self.seed = self.base_seed + self.episode
+        obs, _ = self.env.reset(seed=self.seed)
+        self.frames, self.actions, self.rewards = list(obs), [], []
+        self.terminated = self.truncated = False
+        self._show()
+
+    def handle_events(self) -> bool:
+        """Update the held keys from pending events; False once Esc or the window's close asks."""
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT or (
+                event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
+            ):
+                return False
+            if event.type == pygame.KEYDOWN:
+                self.held.add(event.key)
+            elif event.type == pygame.KEYUP:
+                self.held.discard(event.key)
+            elif event.type == pygame.WINDOWFOCUSLOST:
+                # Key releases outside the window never arrive; forget keys instead of sticking.
+                self.held.clear()
+        return True
+
+    def step(self) -> bool:
+        """Act on the held keys for one agent step; True when the episode has ended."""
+        held = self.held
+        action = keys_to_action(
+            pygame.K_LEFT in held,
+            pygame.K_RIGHT in held,
+            pygame.K_UP in held,
+            pygame.K_SPACE in held,
+        )
+        obs, reward, self.terminated, self.truncated, _ = self.env.step(action)
+        self.frames.append(obs[-1])
+        self.actions.append(action)
+        self.rewards.append(float(reward))
+        if self.args.max_steps is not None and len(self.actions) >= self.args.max_steps:
+            # An arbitrary cut, not an MDP end: a time limit that training bootstraps through.
+            self.truncated = self.truncated or not self.terminated
+        self._show()
+        return self.terminated or self.truncated
+
+    def save(self) -> Path:
+        """Write the ended episode to out/<timestamp>_ep<k>.npz and move on to the next one."""
+        terminated = np.zeros(len(self.actions), dtype=bool)
+        truncated = terminated.copy()
+        terminated[-1], truncated[-1] = self.terminated, self.truncated
+        path = self.out / f"{self.stamp}_ep{self.episode}.npz"
+        save_episode(
+            path,
+            np.stack(self.frames),
+            np.stack(self.actions),
+            np.asarray(self.rewards, dtype=np.float32),
+            terminated,
+            truncated,
+            demo_meta(self.args.env, self.args.wrappers, seed=self.seed),
+        )
+        self.episode += 1
+        return path
+
+    def run(self) -> int:
+        """Record until `episodes` are saved or the user quits; returns the episodes saved."""
+        while self.episode < self.args.episodes:
+            self.reset()
+            while True:
+                if not self.handle_events():
+                    print(f"stopped: episode {self.episode} discarded, not finished")
+                    return self.episode
+                if self.step():
+                    break
+            ret, n = sum(self.rewards), len(self.actions)
+            print(f"episode {self.episode}: return {ret:.1f} in {n} steps -> {self.save()}")
+        return self.episode
+
+    def close(self) -> None:
+        """Close the env and the window."""
+        self.env.close()
+        pygame.display.quit()
+
+    def _show(self) -> None:
+        frame = self.env.render()
+        pygame.surfarray.blit_array(self.screen, frame.swapaxes(0, 1))
+        pygame.display.flip()
+        if self.steps_per_s > 0:
+            self.clock.tick(self.steps_per_s)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of `python launch.py record`; returns the exit status."""
+    args = tyro.cli(RecordArgs, args=argv, prog="launch.py record")
+    recorder = Recorder(args)
+    print(
+        f"recording {args.episodes} episode(s) to {recorder.out}/ from seed {recorder.base_seed}: "
+        "arrow keys steer and accelerate, space brakes, Esc quits"
+    )
+    try:
+        saved = recorder.run()
+    finally:
+        recorder.close()
+    print(f"saved {saved} episode(s) in {recorder.out}/")
+    return 0

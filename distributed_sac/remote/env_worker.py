@@ -1,0 +1,93 @@
+"""Env-worker actor: steps K environments, ships chunks to replay, pulls newer weights.
+
+Adds to the replay actor stay bounded in flight (a full replay throttles stepping through
+them); weight pulls are non-blocking: the worker keeps acting with the weights it has until
+the newer ones have arrived (RLlib's pull-based weight server, sample-factory's versions).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ray
+import torch
+
+from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.rollout import Rollout
+from distributed_sac.sac_ae import Policy
+
+ADDS_IN_FLIGHT = 2
+
+
+class EnvWorker:
+    """One Ray actor per CPU: a `Rollout` plus the plumbing to replay and learner."""
+
+    def __init__(
+        self,
+        index: int,
+        cfg: TrainConfig,
+        replay: ray.actor.ActorHandle,
+        learner: ray.actor.ActorHandle,
+    ) -> None:
+        torch.set_num_threads(1)
+        self.index = index
+        self.cfg = cfg
+        self.replay = replay
+        self.learner = learner
+        seed = cfg.seed + 1000 * (index + 1)
+        self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
+        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)
+        self._stop = threading.Event()
+        self._global_steps = 0
+        self._first_use: dict[int, float] = {}
+        self._steps_per_s = 0.0
+
+    def run(self) -> int:
+        """Step until the replay actor reports collection done or `stop()`; returns steps."""
+        adds: list[ray.ObjectRef] = []
+        poll: ray.ObjectRef | None = None
+        fetch: ray.ObjectRef | None = None
+        done = False
+        since_poll = 0
+        t_window, steps_window = time.monotonic(), 0
+        while not done and not self._stop.is_set():
+            explore = self._global_steps < self.cfg.rollout.exploration_steps
+            chunks, episodes = self.rollout.step(self.policy if self.policy.version >= 0 else None, explore)
+            self._global_steps += len(self.rollout.envs)
+            steps_window += len(self.rollout.envs)
+            if chunks or episodes:
+                adds.append(self.replay.add.remote(self.index, chunks, episodes))
+            while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait(adds[:1], timeout=0)[0]):
+                self._global_steps, done = ray.get(adds.pop(0))
+                if done:
+                    break
+            since_poll += 1
+            if poll is None and fetch is None and since_poll >= self.cfg.rollout.weights_poll_every:
+                poll, since_poll = self.learner.latest_weights.remote(self.policy.version), 0
+            if poll is not None and ray.wait([poll], timeout=0)[0]:
+                found, poll = ray.get(poll), None
+                fetch = found[0] if found else None
+            if fetch is not None and ray.wait([fetch], timeout=0)[0]:
+                self.policy.load(ray.get(fetch))
+                self._first_use.setdefault(self.policy.version, time.time())
+                fetch = None
+            now = time.monotonic()
+            if now - t_window >= 2.0:
+                self._steps_per_s = steps_window / (now - t_window)
+                t_window, steps_window = now, 0
+        for ref in adds:
+            ray.get(ref)
+        return self.rollout.steps
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def stats(self) -> dict:
+        return {
+            "worker": self.index,
+            "steps": self.rollout.steps,
+            "steps_per_s": self._steps_per_s,
+            "policy_version": self.policy.version,
+            "first_use": dict(list(self._first_use.items())[-8:]),
+        }

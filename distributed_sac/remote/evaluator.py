@@ -1,0 +1,40 @@
+"""Evaluator actor: runs `evaluation.evaluate` on published weights, off the training path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.evaluation import evaluate
+from distributed_sac.sac_ae import Policy, PolicyWeights
+
+
+class Evaluator:
+    """Deterministic evaluation in its own process, so training never waits for it."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        torch.set_num_threads(1)
+        self.cfg = cfg
+        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=cfg.seed)
+
+    def evaluate(self, weights: PolicyWeights, agent_steps: int, video_path: str | None) -> dict:
+        self.policy.load(weights)
+        result = evaluate(
+            self.policy,
+            self.cfg.env,
+            self.cfg.wrappers,
+            episodes=self.cfg.eval.episodes,
+            seed=self.cfg.seed + 10_000_000,
+            max_steps=self.cfg.eval.max_episode_steps,
+            video_path=Path(video_path) if video_path else None,
+        )
+        return {
+            "agent_steps": agent_steps,
+            "weights_version": weights.version,
+            "eval_return_mean": result.mean,
+            "eval_return_std": result.std,
+            "eval_length_mean": float(sum(result.lengths) / len(result.lengths)),
+            "eval_video": result.video,
+        }

@@ -1,0 +1,308 @@
+"""Frame-deduplicated uint8 replay: every frame is stored once, stacks are gathered at sample time.
+
+Layout: a frame ring ``frames[F, H, W]`` and a transition ring of capacity ``C`` holding, per
+transition, the frame-ring index of its observation's first frame plus action, reward,
+terminated, truncated and the policy weights version. Chunks (``data.Chunk``) are written
+contiguously modulo each ring in FIFO order, and the oldest *whole* chunks are evicted first,
+so the ``S + 1`` frames behind every stored transition are always intact: a sampled stack can
+never mix episodes or read an unwritten or overwritten slot. A chunk of ``T`` transitions
+costs ``T + S`` frames, hence ``F = C + S * ceil(C / chunk_length_hint) + S``: about 7.5 KB per
+transition at 84x84 with 4 stacked frames, against 56 KB for storing ``obs`` and ``next_obs``.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from distributed_sac.data import Batch, Chunk, validate_chunk
+
+_TRANSITION_DTYPES = {
+    "action": np.float32,
+    "reward": np.float32,
+    "terminated": np.bool_,
+    "truncated": np.bool_,
+    "weights_version": np.int64,
+}
+_META_KEYS = ("capacity", "frame_shape", "stack", "action_dim", "chunk_length_hint", "total_added")
+
+
+def frame_capacity(capacity: int, stack: int, chunk_length_hint: int) -> int:
+    """Frame-ring slots that hold ``capacity`` transitions arriving in chunks of the hint length."""
+    return capacity + stack * math.ceil(capacity / chunk_length_hint) + stack
+
+
+def replay_nbytes(
+    capacity: int,
+    frame_shape: tuple[int, int],
+    stack: int,
+    action_dim: int,
+    chunk_length_hint: int = 64,
+) -> int:
+    """Bytes a ``ReplayBuffer`` with these arguments preallocates, computed without allocating."""
+    frames = frame_capacity(capacity, stack, chunk_length_hint) * frame_shape[0] * frame_shape[1]
+    per_transition = np.dtype(np.int64).itemsize  # the frame-ring index of the obs
+    for name, dtype in _TRANSITION_DTYPES.items():
+        per_transition += np.dtype(dtype).itemsize * (action_dim if name == "action" else 1)
+    return frames + capacity * per_transition
+
+
+def _ring_write(ring: np.ndarray, start: int, data: np.ndarray) -> None:
+    end = start + len(data)
+    if end <= len(ring):
+        ring[start:end] = data
+    else:
+        split = len(ring) - start
+        ring[start:] = data[:split]
+        ring[: end - len(ring)] = data[split:]
+
+
+def _ring_segments(ring: np.ndarray, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` slots from ``start`` as two views (the second is empty unless they wrap)."""
+    end = start + n
+    if end <= len(ring):
+        return ring[start:end], ring[:0]
+    return ring[start:], ring[: end - len(ring)]
+
+
+class ReplayBuffer:
+    """Uniform replay over transitions whose frame stacks share one preallocated uint8 ring."""
+
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, int],
+        stack: int,
+        action_dim: int,
+        chunk_length_hint: int = 64,
+    ) -> None:
+        if min(capacity, stack, action_dim, chunk_length_hint, *frame_shape) < 1:
+            raise ValueError(
+                "capacity, frame_shape, stack, action_dim and chunk_length_hint must be >= 1, got "
+                f"{capacity}, {tuple(frame_shape)}, {stack}, {action_dim}, {chunk_length_hint}"
+            )
+        if capacity < chunk_length_hint:
+            raise ValueError(f"capacity {capacity} is smaller than one chunk ({chunk_length_hint})")
+        self.capacity = int(capacity)
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.stack = int(stack)
+        self.action_dim = int(action_dim)
+        self.chunk_length_hint = int(chunk_length_hint)
+        self.frame_capacity = frame_capacity(self.capacity, self.stack, self.chunk_length_hint)
+        # np.empty leaves pages untouched until written, so a 1M buffer costs RAM only as it fills.
+        self._frames = np.empty((self.frame_capacity, *self.frame_shape), np.uint8)
+        self._frame_idx = np.empty(self.capacity, np.int64)
+        self._action = np.empty((self.capacity, self.action_dim), np.float32)
+        self._reward = np.empty(self.capacity, np.float32)
+        self._terminated = np.empty(self.capacity, np.bool_)
+        self._truncated = np.empty(self.capacity, np.bool_)
+        self._weights_version = np.empty(self.capacity, np.int64)
+        self._offsets = np.arange(self.stack + 1)
+        self._chunk_lengths: collections.deque[int] = collections.deque()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._chunk_lengths.clear()
+        self._size = 0
+        self._num_frames = 0
+        self._frame_head = 0
+        self._trans_head = 0
+        self.total_added = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all preallocated arrays."""
+        arrays = (self._frames, self._frame_idx, self._action, self._reward)
+        arrays += (self._terminated, self._truncated, self._weights_version)
+        return sum(a.nbytes for a in arrays)
+
+    @property
+    def _trans_tail(self) -> int:
+        return (self._trans_head - self._size) % self.capacity
+
+    @property
+    def _frame_tail(self) -> int:
+        return (self._frame_head - self._num_frames) % self.frame_capacity
+
+    def add(self, chunk: Chunk) -> None:
+        """Store a chunk, first evicting the oldest whole chunks until both rings have room."""
+        validate_chunk(chunk, self.frame_shape, self.stack, self.action_dim)
+        t = len(chunk)
+        if t > self.capacity:
+            raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
+        nf = t + self.stack
+        while self._num_frames + nf > self.frame_capacity or self._size + t > self.capacity:
+            oldest = self._chunk_lengths.popleft()
+            self._size -= oldest
+            self._num_frames -= oldest + self.stack
+        f0 = self._frame_head
+        _ring_write(self._frames, f0, chunk.frames)
+        _ring_write(self._frame_idx, self._trans_head, (f0 + np.arange(t)) % self.frame_capacity)
+        for name in ("action", "reward", "terminated", "truncated"):
+            _ring_write(getattr(self, f"_{name}"), self._trans_head, getattr(chunk, name))
+        _ring_write(self._weights_version, self._trans_head, np.full(t, chunk.weights_version))
+        self._chunk_lengths.append(t)
+        self._frame_head = (f0 + nf) % self.frame_capacity
+        self._trans_head = (self._trans_head + t) % self.capacity
+        self._size += t
+        self._num_frames += nf
+        self.total_added += t
+
+    def _positions(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self._size):
+            raise ValueError(
+                f"replay indices must lie in [0, {self._size}), got {idx.min()}..{idx.max()}"
+            )
+        return (self._trans_tail + idx) % self.capacity
+
+    def gather(self, idx: np.ndarray) -> Batch:
+        """Transitions at logical indices ``idx`` (0 is the oldest stored) as a Batch."""
+        pos = self._positions(idx)
+        b = len(pos)
+        stacks = (self._frame_idx[pos][:, None] + self._offsets) % self.frame_capacity
+        # One fancy-index fills obs then next_obs, each a contiguous (B, S, H, W) block. Gathering
+        # the S + 1 distinct frames and copying out the two overlapping views measured ~6 ms
+        # against ~0.6 ms here (batch 128 at 84x84x4); returning the views would alias them.
+        frames = self._frames[np.concatenate([stacks[:, :-1], stacks[:, 1:]])]
+        return Batch(
+            obs=frames[:b],
+            action=self._action[pos],
+            reward=self._reward[pos],
+            next_obs=frames[b:],
+            terminated=self._terminated[pos],
+            truncated=self._truncated[pos],
+        )
+
+    def weights_versions(self, idx: np.ndarray) -> np.ndarray:
+        """Policy weights version (-1: random exploration) of the transitions at ``idx``."""
+        return self._weights_version[self._positions(idx)]
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Logical indices of a uniform sample (with replacement) of stored transitions."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size > self._size:
+            raise ValueError(
+                f"cannot sample {batch_size} transitions from a replay of {self._size}"
+            )
+        return rng.integers(0, self._size, size=batch_size)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """A uniformly sampled batch; obs/next_obs are uint8 (B, S, H, W) and own their memory."""
+        return self.gather(self.sample_indices(batch_size, rng))
+
+    def sample_with_info(
+        self, batch_size: int, rng: np.random.Generator
+    ) -> tuple[Batch, np.ndarray]:
+        """Like ``sample`` (same draws from ``rng``), plus each sample's weights version."""
+        idx = self.sample_indices(batch_size, rng)
+        return self.gather(idx), self.weights_versions(idx)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Live contents in FIFO order as plain arrays (np.savez-able, no pickles).
+
+        Frames come as two views, ``frames_0`` then ``frames_1``, so saving a nearly full 1M
+        buffer never copies its 7.5 GB frame ring.
+        """
+        state = {key: np.asarray(getattr(self, key), np.int64) for key in _META_KEYS}
+        state["chunk_lengths"] = np.asarray(self._chunk_lengths, np.int64)
+        frames = _ring_segments(self._frames, self._frame_tail, self._num_frames)
+        state["frames_0"], state["frames_1"] = frames
+        for name in _TRANSITION_DTYPES:
+            parts = _ring_segments(getattr(self, f"_{name}"), self._trans_tail, self._size)
+            state[name] = np.concatenate(parts)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore contents from ``state_dict``; later sampling matches the saved buffer's."""
+        missing = {*_META_KEYS, "chunk_lengths", "frames_0", "frames_1", *_TRANSITION_DTYPES}
+        missing -= set(state)
+        if missing:
+            raise ValueError(f"replay state lacks {sorted(missing)}")
+        for key in ("frame_shape", "stack", "action_dim"):
+            if np.asarray(state[key]).tolist() != np.asarray(getattr(self, key)).tolist():
+                raise ValueError(
+                    f"replay state {key} {state[key]} does not match {getattr(self, key)}"
+                )
+        lengths = np.asarray(state["chunk_lengths"])
+        if lengths.dtype != np.int64 or lengths.ndim != 1 or (lengths.size and lengths.min() < 1):
+            raise ValueError(f"replay state chunk_lengths must be int64 (K,) >= 1, got {lengths}")
+        frames = [np.asarray(state["frames_0"]), np.asarray(state["frames_1"])]
+        n = int(lengths.sum())
+        n_frames = n + self.stack * len(lengths)
+        expected = {"frames_0": (np.uint8, (len(frames[0]), *self.frame_shape))}
+        expected["frames_1"] = (np.uint8, (n_frames - len(frames[0]), *self.frame_shape))
+        for name, dtype in _TRANSITION_DTYPES.items():
+            expected[name] = (dtype, (n, self.action_dim) if name == "action" else (n,))
+        for name, (dtype, shape) in expected.items():
+            arr = np.asarray(state[name])
+            if arr.dtype != dtype or arr.shape != shape:
+                raise ValueError(
+                    f"replay state {name} must be {np.dtype(dtype)} {shape}, got {arr.dtype} "
+                    f"{arr.shape}"
+                )
+        if n > self.capacity or n_frames > self.frame_capacity:
+            raise ValueError(
+                f"replay state holds {n} transitions, more than capacity {self.capacity}"
+            )
+        self._clear()
+        self._frames[: len(frames[0])] = frames[0]
+        self._frames[len(frames[0]) : n_frames] = frames[1]
+        # Chunk k starts S * k frames after its first transition's index once laid out from 0.
+        self._frame_idx[:n] = np.arange(n) + np.repeat(
+            self.stack * np.arange(len(lengths)), lengths
+        )
+        for name in _TRANSITION_DTYPES:
+            getattr(self, f"_{name}")[:n] = state[name]
+        self._chunk_lengths.extend(lengths.tolist())
+        self._size, self._num_frames = n, n_frames
+        self._trans_head, self._frame_head = n % self.capacity, n_frames % self.frame_capacity
+        self.total_added = int(state["total_added"])
+
+    def save(self, path: str | Path) -> None:
+        """Write ``state_dict`` atomically: a temp file in the same folder, fsync, os.replace."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state_dict())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            # The rename itself is durable only once the folder entry is flushed too.
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> ReplayBuffer:
+        """Read a buffer written by ``save``; a corrupt or truncated file raises ValueError."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                state = {key: npz[key] for key in npz.files}
+            shape = tuple(int(v) for v in state["frame_shape"])
+            sizes = [
+                int(state[k]) for k in ("capacity", "stack", "action_dim", "chunk_length_hint")
+            ]
+            buffer = cls(sizes[0], shape, *sizes[1:])
+            buffer.load_state_dict(state)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot load replay from {path}: {e}") from e
+        return buffer

@@ -1,0 +1,144 @@
+"""Env + policy loop: K environments stepped with one batched policy forward per step.
+
+Each environment accumulates its own `Chunk` (frames stored once); a chunk is emitted when it
+reaches `chunk_length` transitions or its episode ends, so chunks never span episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from distributed_sac.config import EnvConfig, RolloutConfig
+from distributed_sac.data import Chunk
+from distributed_sac.envs import make_env
+
+
+class ActsOnBatches(Protocol):
+    version: int
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
+
+
+class EpisodeStats(NamedTuple):
+    """One finished training episode (raw, unsmoothed rewards)."""
+
+    episode_return: float
+    length: int
+    terminated: bool
+    early_stop: bool
+
+
+@dataclass
+class _Pending:
+    """Transitions of the current chunk of one environment."""
+
+    frames: list[np.ndarray]
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    min_version: int | None = None
+
+    def to_chunk(self, terminated: bool, truncated: bool) -> Chunk:
+        t = len(self.actions)
+        term = np.zeros(t, dtype=bool)
+        trunc = np.zeros(t, dtype=bool)
+        term[-1], trunc[-1] = terminated, truncated
+        return Chunk(
+            frames=np.stack(self.frames).astype(np.uint8, copy=False),
+            action=np.stack(self.actions).astype(np.float32, copy=False),
+            reward=np.asarray(self.rewards, dtype=np.float32),
+            terminated=term,
+            truncated=trunc,
+            weights_version=-1 if self.min_version is None else self.min_version,
+        )
+
+
+class Rollout:
+    """Steps `num_envs` environments and returns finished chunks and episode stats."""
+
+    def __init__(
+        self,
+        env_name: str,
+        env_cfg: EnvConfig,
+        cfg: RolloutConfig,
+        num_envs: int,
+        seed: int,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.cfg = cfg
+        self.envs = [make_env(env_name, env_cfg, seed=seed + i) for i in range(num_envs)]
+        space = self.envs[0].action_space
+        space.seed(seed)
+        self.action_space = space
+        self.rng = np.random.default_rng(seed)
+        self.steps = 0
+        self._obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)])
+        self._pending = [self._fresh(o) for o in self._obs]
+        self._returns = np.zeros(num_envs)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+        self._smoothed = np.full(num_envs, np.nan)
+
+    @staticmethod
+    def _fresh(obs: np.ndarray) -> _Pending:
+        return _Pending(frames=list(obs))
+
+    def _smooth(self, i: int, reward: float) -> float:
+        """Reward EMA within the episode (optional; the seed found it slows Pendulum)."""
+        if not self.cfg.reward_smoothing:
+            return reward
+        a = self.cfg.reward_smoothing_alpha
+        prev = self._smoothed[i]
+        self._smoothed[i] = reward if np.isnan(prev) else a * reward + (1.0 - a) * prev
+        return float(self._smoothed[i])
+
+    def step(
+        self, policy: ActsOnBatches | None, explore: bool
+    ) -> tuple[list[Chunk], list[EpisodeStats]]:
+        """One agent step in every env: random actions when exploring or without a policy."""
+        if explore or policy is None:
+            actions = self.rng.uniform(-1.0, 1.0, size=(len(self.envs), *self.action_space.shape))
+            version = None
+        else:
+            actions = policy.act(self._obs, deterministic=False)
+            version = policy.version
+        actions = actions.astype(np.float32)
+        chunks: list[Chunk] = []
+        episodes: list[EpisodeStats] = []
+        for i, env in enumerate(self.envs):
+            next_obs, reward, terminated, truncated, info = env.step(actions[i])
+            pending = self._pending[i]
+            pending.frames.append(next_obs[-1])
+            pending.actions.append(actions[i])
+            pending.rewards.append(self._smooth(i, float(reward)))
+            if version is not None:
+                pending.min_version = (
+                    version if pending.min_version is None else min(pending.min_version, version)
+                )
+            self._returns[i] += reward
+            self._lengths[i] += 1
+            done = terminated or truncated
+            if done or len(pending.actions) >= self.cfg.chunk_length:
+                chunks.append(pending.to_chunk(bool(terminated), bool(truncated)))
+            if done:
+                episodes.append(
+                    EpisodeStats(
+                        float(self._returns[i]),
+                        int(self._lengths[i]),
+                        bool(terminated),
+                        bool(info.get("early_stop", False)),
+                    )
+                )
+                self._returns[i], self._lengths[i], self._smoothed[i] = 0.0, 0, np.nan
+                next_obs, _ = env.reset()
+            if done or len(pending.actions) >= self.cfg.chunk_length:
+                self._pending[i] = self._fresh(next_obs)
+            self._obs[i] = next_obs
+        self.steps += len(self.envs)
+        return chunks, episodes
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,224 @@
+"""Demonstration files: exact round trips, a one-line DemoError per broken file, atomic saves."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distributed_sac.config import EnvConfig
+from distributed_sac.data import Chunk
+from distributed_sac.demos import DemoError, demo_meta, load_demo, load_demos, save_episode
+
+CFG = EnvConfig(image_size=32)
+S = CFG.frame_stack
+
+
+def episode(t: int = 6, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Frame i is filled with the value 10 * seed + i, so any reordering or loss shows."""
+    ids = (10 * seed + np.arange(t + S)).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    terminated = np.zeros(t, bool)
+    terminated[-1] = True
+    return {
+        "frames": np.broadcast_to(ids[:, None, None], (t + S, size, size)).copy(),
+        "action": rng.uniform(-1, 1, (t, 3)).astype(np.float32),
+        "reward": rng.normal(size=t).astype(np.float32),
+        "terminated": terminated,
+        "truncated": np.zeros(t, bool),
+    }
+
+
+def save(path: Path, ep: dict[str, np.ndarray], cfg: EnvConfig = CFG, **meta) -> Path:
+    args = (ep["frames"], ep["action"], ep["reward"], ep["terminated"], ep["truncated"])
+    save_episode(path, *args, demo_meta("CarRacing", cfg, seed=3, **meta))
+    return path
+
+
+def write_raw(path: Path, meta_changes: dict | None = None, **changes) -> Path:
+    """Write a file as save_episode would, then apply `changes` (None drops an array)."""
+    meta = {**demo_meta("CarRacing", CFG), "format_version": 1, **(meta_changes or {})}
+    arrays = {**episode(), "meta": np.array(json.dumps(meta)), **changes}
+    np.savez_compressed(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.mark.parametrize("size", [32, 84])
+def test_round_trip_is_exact(tmp_path: Path, size: int) -> None:
+    cfg = EnvConfig(image_size=size)
+    ep = episode(t=7, size=size, seed=2)
+    path = save(tmp_path / "ep.npz", ep, cfg)
+    chunk = load_demo(path, "CarRacing", cfg)
+    assert isinstance(chunk, Chunk) and len(chunk) == 7
+    for name, want in ep.items():
+        got = getattr(chunk, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    # obs[t] = frames[t : t + S] (the Chunk layout): the third observation starts at frame 2.
+    assert np.all(chunk.frames[2 : 2 + S][:, 0, 0] == np.arange(20 + 2, 20 + 2 + S))
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted([*ep, "meta"])
+        meta = json.loads(npz["meta"].item())
+    assert meta == {
+        "env": "CarRacing",
+        "env_id": "CarRacing-v3",
+        "obs_shape": [S, size, size],
+        "image_size": size,
+        "frame_stack": S,
+        "action_repeat": 3,
+        "seed": 3,
+        "format_version": 1,
+        "length": 7,
+        "episode_return": pytest.approx(float(ep["reward"].astype(np.float64).sum())),
+    }
+
+
+def _truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _npy_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    return buffer.getvalue()
+
+
+FILE_DAMAGE = {
+    "truncated to half": lambda p: _truncate(p, 0.5),
+    "truncated by a byte": lambda p: p.write_bytes(p.read_bytes()[:-1]),
+    "empty": lambda p: p.write_bytes(b""),
+    "corrupted byte": _flip_middle_byte,
+    "random bytes": lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+    "a bare .npy": lambda p: p.write_bytes(_npy_bytes()),
+}
+
+
+@pytest.mark.parametrize("damage", FILE_DAMAGE, ids=list(FILE_DAMAGE))
+def test_damaged_file_raises_one_line_demo_error(tmp_path: Path, damage: str) -> None:
+    path = save(tmp_path / "damaged.npz", episode())
+    FILE_DAMAGE[damage](path)
+    with pytest.raises(DemoError) as err:
+        load_demo(path, "CarRacing", CFG)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert re.search(r"unreadable demonstration file \(.+\)$|not an \.npz archive$", message)
+
+
+def _mid_episode_end() -> np.ndarray:
+    ends = np.zeros(6, bool)
+    ends[2] = True
+    return ends
+
+
+CONTENT_DAMAGE = {
+    "missing array": ({}, {"reward": None}, "missing arrays reward"),
+    "missing meta": ({}, {"meta": None}, "missing arrays meta"),
+    "frames float32": ({}, {"frames": episode()["frames"].astype(np.float32)}, "chunk.frames"),
+    "action float64": ({}, {"action": episode()["action"].astype(np.float64)}, "chunk.action"),
+    "terminated int": ({}, {"terminated": episode()["terminated"].astype(np.int8)}, "terminated"),
+    "frames 84 for a 32 config": ({}, {"frames": episode(size=84)["frames"]}, "chunk.frames"),
+    "one frame short": ({}, {"frames": episode()["frames"][:-1]}, "chunk.frames"),
+    "obs_shape of another config": ({"obs_shape": [S, 84, 84]}, {}, "obs_shape is [4, 84, 84]"),
+    "action_repeat": ({"action_repeat": 2}, {}, "action_repeat is 2, expected 3"),
+    "action above 1": ({}, {"action": np.full((6, 3), 1.5, np.float32)}, "[-1, 1]"),
+    "action NaN": ({}, {"action": np.full((6, 3), np.nan, np.float32)}, "[-1, 1]"),
+    "reward inf": ({}, {"reward": np.full(6, np.inf, np.float32)}, "finite"),
+    "wrong env": ({"env": "VisualPendulum"}, {}, "env is 'VisualPendulum', expected 'CarRacing'"),
+    "format version 2": ({"format_version": 2}, {}, "format_version is 2, expected 1"),
+    "format version null": ({"format_version": None}, {}, "format_version is None"),
+    "end mid-episode": ({}, {"truncated": _mid_episode_end()}, "only its last transition"),
+    "meta not JSON": ({}, {"meta": np.array("{not json")}, "not valid JSON"),
+    "meta a list": ({}, {"meta": np.array("[1, 2]")}, "JSON object"),
+    "meta bytes": ({}, {"meta": np.array(b"{}")}, "JSON string scalar"),
+    "pickled object": ({}, {"meta": np.array([{"env": "CarRacing"}], dtype=object)}, "pickle"),
+}
+
+
+@pytest.mark.parametrize("case", CONTENT_DAMAGE, ids=list(CONTENT_DAMAGE))
+def test_invalid_content_raises_one_line_demo_error(tmp_path: Path, case: str) -> None:
+    meta_changes, changes, expected = CONTENT_DAMAGE[case]
+    path = write_raw(tmp_path / "bad.npz", meta_changes, **changes)
+    with pytest.raises(DemoError) as err:
+        load_demo(path, "CarRacing", CFG)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert expected in message
+
+
+def test_unmodified_raw_file_loads(tmp_path: Path) -> None:
+    chunk = load_demo(write_raw(tmp_path / "ok.npz"), "CarRacing", CFG)
+    assert np.array_equal(chunk.action, episode()["action"])
+
+
+def test_folders_load_sorted_and_skip_other_files(tmp_path: Path) -> None:
+    folder = tmp_path / "demos"
+    folder.mkdir()
+    for name, seed in [("b.npz", 2), ("a.npz", 1), ("c.npz", 3)]:
+        save(folder / name, episode(seed=seed))
+    (folder / "notes.txt").write_text("not a demo")
+    (folder / ".c.npz.123.tmp").write_bytes(b"left by a crash")
+    extra = save(tmp_path / "extra.npz", episode(seed=9))
+    chunks = load_demos([str(folder), extra], "CarRacing", CFG)
+    assert [int(c.frames[0, 0, 0]) for c in chunks] == [10, 20, 30, 90]
+
+
+def test_load_demos_rejects_everything_for_one_bad_file(tmp_path: Path) -> None:
+    save(tmp_path / "a.npz", episode())
+    bad = write_raw(tmp_path / "b.npz", {"env": "VisualPendulum"})
+    with pytest.raises(DemoError, match=f"^{re.escape(str(bad))}: env is"):
+        load_demos([tmp_path], "CarRacing", CFG)
+
+
+@pytest.mark.parametrize("make", ["empty folder", "missing path", "no paths"])
+def test_load_demos_without_files(tmp_path: Path, make: str) -> None:
+    paths = {"empty folder": [tmp_path], "missing path": [tmp_path / "nope"], "no paths": []}
+    with pytest.raises(DemoError, match="no demonstration files found|no such"):
+        load_demos(paths[make], "CarRacing", CFG)
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    target = save(tmp_path / "ep.npz", episode(seed=1))
+    before = target.read_bytes()
+
+    def write_half_then_fail(file, **arrays) -> None:
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save(target, episode(seed=2))
+    with pytest.raises(OSError, match="disk full"):
+        save(tmp_path / "new.npz", episode(seed=3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ep.npz"]
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("action", np.full((6, 3), -1.25, np.float32), r"\[-1, 1\]"),
+        ("frames", np.zeros((6 + S - 1, 32, 32), np.uint8), "chunk.frames"),
+        ("reward", np.zeros(6, np.float64), "chunk.reward"),
+    ],
+)
+def test_save_rejects_invalid_episode(tmp_path: Path, field: str, value, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        save(tmp_path / "ep.npz", {**episode(), field: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_needs_env_meta(tmp_path: Path) -> None:
+    ep = episode()
+    args = (ep["frames"], ep["action"], ep["reward"], ep["terminated"], ep["truncated"])
+    with pytest.raises(ValueError, match="meta lacks action_repeat, env, frame_stack, obs_shape"):
+        save_episode(tmp_path / "ep.npz", *args, {"seed": 1})

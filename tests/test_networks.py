@@ -1,0 +1,127 @@
+"""SAC-AE modules: shapes, initialisation, squashed Gaussian, DrQ shifts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+from torch import nn
+
+from distributed_sac.augment import draw_noise, random_shift
+from distributed_sac.networks import (
+    Actor,
+    Decoder,
+    PixelEncoder,
+    conv_output_size,
+    init_weights,
+    squashed_sample,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("size", "layers", "filters"), [(32, 2, 8), (33, 2, 8), (84, 4, 32)])
+def test_encoder_and_decoder_shapes(size: int, layers: int, filters: int) -> None:
+    obs_shape = (3, size, size)
+    encoder = PixelEncoder(obs_shape, layers, filters, latent_dim=16)
+    decoder = Decoder(obs_shape, layers, filters, latent_dim=16)
+    obs = torch.randint(0, 256, (2, *obs_shape), dtype=torch.uint8)
+    z = encoder(obs)
+    assert encoder.feature_dim == filters * conv_output_size(size, layers) ** 2
+    assert z.shape == (2, 16) and z.dtype == torch.float32
+    assert z.abs().max() < 1.0
+    assert decoder(z).shape == (2, *obs_shape)
+
+
+def test_conv_output_size_matches_the_reference_formula() -> None:
+    assert conv_output_size(84, 4) == 35  # SAC-AE's OUT_DIM[4] for 84x84
+    assert conv_output_size(32, 2) == 13
+
+
+@pytest.mark.parametrize("obs_shape", [(3, 32, 30), (3, 6, 6)])
+def test_encoder_rejects_bad_images(obs_shape: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="square images"):
+        PixelEncoder(obs_shape, 2, 8, 16)
+
+
+def test_delta_orthogonal_and_orthogonal_init() -> None:
+    encoder = PixelEncoder((3, 32, 32), 2, 8, 16)
+    decoder = Decoder((3, 32, 32), 2, 8, 16)
+    init_weights(encoder, torch.Generator().manual_seed(0))
+    init_weights(decoder, torch.Generator().manual_seed(0))
+    convs = [m for m in [*encoder.modules(), *decoder.modules()] if isinstance(m, nn.Conv2d)]
+    convs += [m for m in decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        w = conv.weight.detach()
+        off_centre = w.clone()
+        off_centre[:, :, 1, 1] = 0
+        assert torch.count_nonzero(off_centre) == 0
+        centre = w[:, :, 1, 1]
+        tall = centre if centre.shape[0] >= centre.shape[1] else centre.T
+        # ReLU gain sqrt(2): the orthonormal columns have squared norm 2.
+        torch.testing.assert_close(tall.T @ tall, 2.0 * torch.eye(tall.shape[1]))
+        assert torch.count_nonzero(conv.bias) == 0
+    for linear in [encoder.proj[0], decoder.fc]:
+        w = linear.weight.detach()
+        tall = w if w.shape[0] >= w.shape[1] else w.T
+        torch.testing.assert_close(tall.T @ tall, torch.eye(tall.shape[1]), atol=1e-5, rtol=0)
+        assert torch.count_nonzero(linear.bias) == 0
+
+
+def test_squashed_sample_matches_torch_distributions() -> None:
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(64, 3, generator=g)
+    log_std = torch.empty(64, 3).uniform_(-2, 0.5, generator=g)
+    eps = torch.randn(64, 3, generator=g)
+    action, log_pi = squashed_sample(mu, log_std, eps)
+    reference = D.TransformedDistribution(D.Normal(mu, log_std.exp()), [D.TanhTransform()])
+    u = mu + log_std.exp() * eps
+    torch.testing.assert_close(action, torch.tanh(u))
+    expected = D.Normal(mu, log_std.exp()).log_prob(u) - reference.transforms[
+        0
+    ].log_abs_det_jacobian(u, action)
+    torch.testing.assert_close(log_pi, expected.sum(1), atol=1e-4, rtol=1e-5)
+
+
+def test_actor_clamps_log_std() -> None:
+    encoder = PixelEncoder((3, 32, 32), 2, 8, 16)
+    actor = Actor(encoder, action_dim=2, hidden_dim=32, log_std_min=-20.0, log_std_max=2.0)
+    last = actor.trunk[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.3, -0.3, 50.0, -50.0]))
+    mu, log_std = actor.heads(torch.zeros(1, 16))
+    torch.testing.assert_close(mu, torch.tensor([[0.3, -0.3]]))
+    torch.testing.assert_close(log_std, torch.tensor([[2.0, -20.0]]))
+
+
+def test_random_shift_is_replicate_pad_and_integer_crop() -> None:
+    pad, b, h = 4, 16, 32
+    rows = torch.arange(h, dtype=torch.uint8)[:, None].expand(h, h)
+    obs = torch.stack([rows, rows.T, (rows + rows.T) % 7]).expand(b, 3, h, h).contiguous()
+    shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=torch.Generator().manual_seed(0))
+    out = random_shift(obs, shifts, pad)
+    assert out.dtype == torch.uint8 and out.shape == obs.shape
+    padded = F.pad(obs.float(), (pad, pad, pad, pad), mode="replicate")
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        assert torch.equal(out[i].float(), padded[i, :, dy : dy + h, dx : dx + h])
+        # Channel 0 holds the row index: every output row is one source row moved by dy - pad.
+        expected_rows = (torch.arange(h) + dy - pad).clamp(0, h - 1)
+        assert torch.equal(out[i, 0, :, 0].long(), expected_rows)
+        assert abs(dy - pad) <= pad and abs(dx - pad) <= pad
+    assert torch.equal(random_shift(obs, shifts, 0), obs)
+
+
+def test_drawn_shifts_cover_exactly_minus_pad_to_pad() -> None:
+    noise = draw_noise(2000, (3, 8, 8), 2, pad=4, generator=torch.Generator().manual_seed(1))
+    assert noise.shifts.shape == (2, 2000, 2) and noise.shifts.dtype == torch.int64
+    assert set(noise.shifts.flatten().tolist()) == set(range(9))
+    assert 0.0 <= noise.dequant.min() and noise.dequant.max() < 1.0

@@ -1,0 +1,143 @@
+"""`launch.py eval`: videos that decode, checkpoints that load into the same policy, bad paths."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import gymnasium as gym
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+import launch
+from distributed_sac.checkpoint import save_checkpoint
+from distributed_sac.config import EnvConfig, tiny_preset
+from distributed_sac.evaluation import evaluate
+from distributed_sac.play import load_policy, resolve, run_eval
+from distributed_sac.run_dir import RunDir, fingerprint
+from distributed_sac.sac_ae import Policy, SacAeAgent
+
+torch.set_num_threads(1)
+# Pendulum's rgb_array frame (SPEC.md); the video must keep it, not rescale it to codec blocks.
+PENDULUM_FRAME = (500, 500, 3)
+
+
+class ZeroTorque:
+    """Acts 0 in [-1, 1], which the env maps onto zero torque."""
+
+    version = 0
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        assert deterministic and obs.dtype == np.uint8
+        return np.zeros((len(obs), 1), np.float32)
+
+
+def stock_pendulum_return(seed: int, agent_steps: int, repeat: int = 3) -> float:
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=seed)
+    total = sum(float(env.step(np.zeros(1, np.float32))[1]) for _ in range(agent_steps * repeat))
+    env.close()
+    return total
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with imageio.get_reader(path) as reader:
+        return [frame for frame in reader.iter_data()]
+
+
+def test_evaluate_returns_match_stock_pendulum_and_video_decodes(tmp_path):
+    video = tmp_path / "eval.mp4"
+    result = evaluate(
+        ZeroTorque(),
+        "VisualPendulum",
+        EnvConfig(image_size=32),
+        episodes=2,
+        seed=7,
+        max_steps=10,
+        video_path=video,
+    )
+    assert result.lengths == [10, 10]
+    expected = [stock_pendulum_return(7 + i, 10) for i in range(2)]
+    np.testing.assert_allclose(result.returns, expected, rtol=1e-6)
+    frames = decode(video)
+    assert len(frames) == 10
+    assert {(f.shape, f.dtype) for f in frames} == {(PENDULUM_FRAME, np.uint8)}
+    assert result.video == str(video)
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A tiny run directory whose checkpoint holds an agent with non-initial actor weights."""
+    cfg = dataclasses.replace(tiny_preset(), run_dir=str(tmp_path / "run"))
+    run = RunDir.create(Path(cfg.run_dir), cfg)
+    agent = SacAeAgent(cfg.wrappers.obs_shape, 1, cfg.agent, seed=3)
+    with torch.no_grad():
+        for p in agent.actor.trunk.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    agent.num_updates = 37
+    state = {"agent": agent.state_dict(), "replay": {}, "counters": {}}
+    ckpt = save_checkpoint(run.checkpoints, 400, state, fingerprint(cfg), keep=2)
+    return cfg, run, agent, ckpt
+
+
+def test_checkpoint_loads_into_the_agents_policy(trained_run):
+    cfg, run, agent, ckpt = trained_run
+    assert resolve(str(run.path)) == (ckpt, cfg)
+    assert resolve(str(ckpt)) == (ckpt, cfg)
+    policy = load_policy(ckpt, cfg)
+    assert policy.version == 37
+    obs = np.random.default_rng(0).integers(0, 256, (5, *cfg.wrappers.obs_shape), dtype=np.uint8)
+    expected = agent.act(obs, deterministic=True)
+    np.testing.assert_allclose(policy.act(obs, deterministic=True), expected, atol=1e-5)
+    fresh = Policy(cfg.wrappers.obs_shape, 1, cfg.agent, seed=cfg.seed)
+    assert not np.allclose(fresh.act(obs, deterministic=True), expected, atol=1e-3)
+
+
+def test_run_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys):
+    cfg, run, agent, ckpt = trained_run
+    video = tmp_path / "videos" / "play.mp4"
+    assert (
+        run_eval(str(run.path), episodes=2, video=str(video), render="none", seed=5, max_steps=6)
+        == 0
+    )
+    reference = Policy(cfg.wrappers.obs_shape, 1, cfg.agent)
+    reference.load(agent.policy_weights())
+    ref = evaluate(reference, cfg.env, cfg.wrappers, episodes=2, seed=5, max_steps=6)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"checkpoint {ckpt} (VisualPendulum, 37 learner updates)"
+    assert out[1:3] == [
+        f"episode {i + 1}: return {r:.1f} (6 steps)" for i, r in enumerate(ref.returns)
+    ]
+    assert out[3] == f"return over 2 episodes: {ref.mean:.1f} ± {ref.std:.1f}"
+    assert out[4] == f"video: {video}"
+    frames = decode(video)
+    assert len(frames) == 6 and frames[0].shape == PENDULUM_FRAME
+
+
+def test_run_eval_in_a_human_window(trained_run):
+    _, run, _, _ = trained_run
+    assert run_eval(str(run.path), episodes=1, video=None, render="human", seed=0, max_steps=2) == 0
+
+
+def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
+    cfg, run, _, ckpt = trained_run
+    empty = RunDir.create(tmp_path / "empty", cfg).path
+    stray = tmp_path / "stray.pt"
+    stray.write_bytes(ckpt.read_bytes())
+    cases = [
+        ((str(tmp_path / "missing"), 1, None, "none"), "no such run directory or checkpoint file"),
+        ((str(empty), 1, None, "none"), "has no checkpoint yet"),
+        ((str(tmp_path), 1, None, "none"), "is not a run directory"),
+        ((str(stray), 1, None, "none"), "cannot find its run's config"),
+        ((str(run.path), 1, None, "window"), "--render must be one of none, human"),
+        ((str(run.path), 1, "v.mp4", "human"), "run it without --render human"),
+        ((str(run.path), 0, None, "none"), "episodes must be >= 1"),
+    ]
+    for (path, episodes, video, render), message in cases:
+        with pytest.raises(ValueError, match=message):
+            run_eval(path, episodes, video, render, seed=0, max_steps=2)
+    assert launch.main(["eval", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'missing'}: no such run directory or checkpoint file"]
