@@ -157,6 +157,10 @@ class TrainConfig:
     """Ray cluster to join (`auto` or host:port); omitted starts a local Ray."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Learner device; auto takes a GPU when the cluster offers one."""
+    learner_cpus: float = 1.0
+    """CPUs the learner actor reserves (0 lets it share cores with the env workers)."""
+    schedule_timeout_s: float = 600.0
+    """Seconds to wait for the cluster to place every actor before giving up with an error."""
     weights_publish_every: int = 100
     """Learner updates between policy-weight publications."""
     checkpoint_every: int = 50_000

@@ -48,7 +48,7 @@ def native_bf16(device: str | torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        # Without these instructions oneDNN emulates bf16 through fp32 and runs slower than fp32.
+        # Without these instructions oneDNN emulates bf16, for correctness rather than speed.
         caps = torch.cpu.get_capabilities()
         return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     return False
@@ -57,13 +57,21 @@ def native_bf16(device: str | torch.device) -> bool:
 def set_compute(
     module: nn.Module, channels_last: bool = False, amp_dtype: torch.dtype | None = None
 ) -> None:
-    """Memory format of every conv stack in ``module`` and its autocast dtype (None: fp32)."""
+    """Memory format of every conv stack in ``module`` and its autocast dtype (None: fp32).
+
+    Autocast covers the update's passes, the gradient-free target pass included; passes under
+    ``torch.inference_mode`` (acting, reconstructions) stay fp32, as the workers' Policy is.
+    """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     module.to(memory_format=memory_format)
     for m in module.modules():
         if isinstance(m, PixelEncoder | Decoder):
             m.memory_format = memory_format
             m.amp_dtype = amp_dtype
+
+
+def _compute_dtype(amp_dtype: torch.dtype | None) -> torch.dtype | None:
+    return None if torch.is_inference_mode_enabled() else amp_dtype
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
@@ -112,9 +120,10 @@ class PixelEncoder(nn.Module):
 
     def conv_features(self, obs: torch.Tensor) -> torch.Tensor:
         """Flat fp32 conv features of uint8 pixels, scaled to [0, 1] here and nowhere earlier."""
-        with _autocast(obs.device, self.amp_dtype):
+        dtype = _compute_dtype(self.amp_dtype)
+        with _autocast(obs.device, dtype):
             # uint8 is exact in bf16, so scaling in the compute dtype rounds as a later cast would.
-            x = obs.to(self.amp_dtype or torch.float32) / 255.0
+            x = obs.to(dtype or torch.float32) / 255.0
             h = self.convs(x.contiguous(memory_format=self.memory_format))
             return h.to(torch.float32, memory_format=torch.contiguous_format).flatten(1)
 
@@ -150,7 +159,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """fp32 reconstruction of ``obs / 256``, no output activation (as in SAC-AE)."""
-        with _autocast(z.device, self.amp_dtype):
+        with _autocast(z.device, _compute_dtype(self.amp_dtype)):
             x = F.relu(self.fc(z)).view(-1, self.num_filters, self.out, self.out)
             return self.deconvs(x.contiguous(memory_format=self.memory_format)).float()
 

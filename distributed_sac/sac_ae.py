@@ -32,11 +32,19 @@ autoencoder pass. Fast path (``fast_path=True``), the same math:
   autoencoder, nor the actor pass's two;
 - channels-last conv and deconv layouts;
 - fused Adam (``torch.optim.Adam(fused=True)``), the same update rule in one kernel per step;
-- bf16 autocast of the conv stacks on CUDA with bf16 support (never on CPU); this one changes
-  rounding, which is the only place the paths differ;
-- ``torch.compile`` of the conv stacks and the decoder when ``cfg.compile``.
+- bf16 autocast of the conv stacks and the decoder where the device has bf16 matrix hardware
+  (``networks.native_bf16``: CUDA, or a CPU with AVX512-BF16 or AMX, where oneDNN runs native
+  bf16 conv kernels; on other CPUs its bf16 is emulated, for correctness rather than speed, so
+  there it stays fp32). Projections, Q heads, actor MLP, losses, parameters and Adam states stay
+  fp32; bf16 keeps fp32's exponent range, so no loss scaling. This rounding is the only place
+  the two paths differ;
+- ``torch.compile`` of the conv stacks and the decoder when ``cfg.compile`` (off by default: on
+  the 2-core reference CPU it made the bf16 fast path slower, 0.7-0.9x in two runs).
 
-On CPU in fp32 the two paths agree to float rounding (tests/test_agent.py).
+With bf16 off the two paths agree to float rounding; with it on, their losses at equal
+parameters agree within 1% (tests/test_agent.py). ``act`` and ``reconstruct`` run in inference
+mode, hence in fp32, and act exactly as the env workers' fp32 ``Policy``. ``speedups`` says
+which of these an agent uses, and benchmarks/learner_throughput.py measures them.
 """
 
 from __future__ import annotations
@@ -162,10 +170,11 @@ class SacAeAgent:
         nets = (self.critic, self.critic_target, self.actor, self.decoder)
         for net in nets:
             net.to(self.device)
+        bf16 = cfg.fast_path and native_bf16(self.device)
+        self.amp_dtype = torch.bfloat16 if bf16 else None
         if cfg.fast_path:
-            amp = native_bf16(self.device)
             for net in nets:
-                set_compute(net, channels_last=True, amp_dtype=torch.bfloat16 if amp else None)
+                set_compute(net, channels_last=True, amp_dtype=self.amp_dtype)
             if cfg.compile:
                 # The conv stacks and the decoder carry almost all the work; compiling bound
                 # methods keeps the state_dict keys of the modules unchanged.
@@ -185,6 +194,18 @@ class SacAeAgent:
         )
         self.actor_opt = adam(actor_params, lr=cfg.actor_lr)
         self.alpha_opt = adam([self.log_alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999))
+
+    @property
+    def speedups(self) -> dict[str, bool]:
+        """Which fast-path speedups this agent uses (all False on the plain path)."""
+        fast = self.cfg.fast_path
+        return {
+            "shared_encoder_pass": fast,
+            "channels_last": fast,
+            "fused_adam": fast,
+            "bf16": self.amp_dtype is not None,
+            "compile": fast and self.cfg.compile,
+        }
 
     @property
     def alpha(self) -> torch.Tensor:

@@ -20,6 +20,7 @@ def finished_run(ray_cluster, tmp_path_factory):
     cfg = dataclasses.replace(
         cfg,
         num_workers=2,
+        learner_cpus=0,
         total_steps=300,
         log_every_s=0.5,
         eval=dataclasses.replace(cfg.eval, every=150, video=False),

@@ -15,6 +15,7 @@ from distributed_sac.networks import (
     PixelEncoder,
     conv_output_size,
     init_weights,
+    set_compute,
     squashed_sample,
 )
 
@@ -38,6 +39,39 @@ def test_encoder_and_decoder_shapes(size: int, layers: int, filters: int) -> Non
     assert z.shape == (2, 16) and z.dtype == torch.float32
     assert z.abs().max() < 1.0
     assert decoder(z).shape == (2, *obs_shape)
+
+
+def test_bf16_channels_last_encoder_and_decoder_match_fp32_to_bf16_rounding() -> None:
+    obs_shape = (3, 32, 32)
+    encoder, decoder = PixelEncoder(obs_shape, 2, 8, 16), Decoder(obs_shape, 2, 8, 16)
+    g = torch.Generator().manual_seed(0)
+    init_weights(encoder, g)
+    init_weights(decoder, g)
+    obs = torch.randint(0, 256, (8, *obs_shape), dtype=torch.uint8, generator=g)
+    with torch.no_grad():
+        h32, rec32 = encoder.conv_features(obs), decoder(encoder(obs))
+    for module in (encoder, decoder):
+        set_compute(module, channels_last=True, amp_dtype=torch.bfloat16)
+    dtypes = []
+    for conv in (encoder.convs[0], decoder.deconvs[-1]):
+        conv.register_forward_hook(lambda m, i, o: dtypes.append((i[0].dtype, o.dtype)))
+    assert encoder.convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        h16, rec16 = encoder.conv_features(obs), decoder(encoder(obs))
+    assert dtypes == [(torch.bfloat16, torch.bfloat16)] * 3  # encoder, encoder, decoder
+    # fp32 and flat in the layout the projection's weights expect, whatever the conv layout.
+    assert h16.dtype == rec16.dtype == torch.float32 and h16.is_contiguous()
+    assert h16.shape == h32.shape and rec16.shape == rec32.shape
+    # bf16's unit roundoff is 2^-9 = 0.2%; measured relative errors here are about 0.5%.
+    assert float((h16 - h32).norm() / h32.norm()) < 2e-2
+    assert float((rec16 - rec32).norm() / rec32.norm()) < 2e-2
+    assert not torch.equal(h16, h32)
+    # Inference (acting, reconstructions) stays fp32: channels-last only reorders the sums.
+    dtypes.clear()
+    with torch.inference_mode():
+        torch.testing.assert_close(encoder.conv_features(obs), h32)
+        torch.testing.assert_close(decoder(encoder(obs)), rec32)
+    assert dtypes == [(torch.float32, torch.float32)] * 3
 
 
 def test_conv_output_size_matches_the_reference_formula() -> None:

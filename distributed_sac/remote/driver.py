@@ -23,6 +23,7 @@ from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.placement import (
+    await_placement,
     learner_device,
     learner_options,
     on_node,
@@ -51,7 +52,7 @@ class Driver:
         self.device = learner_device(cfg)
         self.learner = (
             ray.remote(Learner)
-            .options(**learner_options(self.device))
+            .options(**learner_options(self.device, cfg.learner_cpus))
             .remote(cfg, self.obs_shape, self.action_dim, self.device)
         )
         self.node = ray.get(self.learner.node_id.remote())
@@ -83,11 +84,20 @@ class Driver:
             ])
             self.counters.update(payload["counters"])
             log.info("resumed from %s", ckpt)
-        self.evaluator = ray.remote(Evaluator).options(name="evaluator", num_cpus=0).remote(cfg)
+        self.evaluator = (
+            ray.remote(Evaluator)
+            .options(name="evaluator", num_cpus=0, scheduling_strategy=on_node(self.node))
+            .remote(cfg)
+        )
         self.workers = [
             ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, self.replay, self.learner)
             for i in range(cfg.num_workers)
         ]
+        await_placement(
+            {f"env-worker-{i}": w for i, w in enumerate(self.workers)} | {"evaluator": self.evaluator},
+            "ready",
+            cfg.schedule_timeout_s,
+        )
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
         self._last_eval: dict | None = None

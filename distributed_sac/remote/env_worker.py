@@ -80,6 +80,10 @@ class EnvWorker:
             ray.get(ref)
         return self.rollout.steps
 
+    def ready(self) -> bool:
+        """Answers once the actor is placed and constructed."""
+        return True
+
     def stop(self) -> None:
         self._stop.set()
 

@@ -19,6 +19,10 @@ class Evaluator:
         self.cfg = cfg
         self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=cfg.seed)
 
+    def ready(self) -> bool:
+        """Answers once the actor is placed and constructed."""
+        return True
+
     def evaluate(self, weights: PolicyWeights, agent_steps: int, video_path: str | None) -> dict:
         self.policy.load(weights)
         result = evaluate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -52,8 +53,8 @@ def learner_device(cfg: TrainConfig) -> str:
     return "cuda"
 
 
-def learner_options(device: str) -> dict:
-    opts = {"name": "learner", "max_concurrency": 4, "num_cpus": 1}
+def learner_options(device: str, num_cpus: float = 1.0) -> dict:
+    opts = {"name": "learner", "max_concurrency": 4, "num_cpus": num_cpus}
     if device == "cuda":
         opts["num_gpus"] = 1
     return opts
@@ -73,3 +74,46 @@ def worker_options(index: int) -> dict:
         "max_restarts": -1,
         "scheduling_strategy": "SPREAD",
     }
+
+
+def await_placement(actors: dict[str, ray.actor.ActorHandle], probe: str, timeout_s: float) -> None:
+    """Wait until every actor answers `probe`; ask the autoscaler for what is missing; time out.
+
+    Ray queues an actor whose resources no node has; without this check a run that asks for
+    more workers than the cluster holds would wait silently forever.
+    """
+    pending = {getattr(a, probe).remote(): name for name, a in actors.items()}
+    deadline = time.monotonic() + timeout_s
+    asked = False
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=5.0)
+        for ref in ready:
+            ray.get(ref)
+            pending.pop(ref)
+        if not pending:
+            return
+        if not asked:
+            asked = True
+            _request_resources(len(pending))
+            log.warning(
+                "%d actors wait for resources (%s); cluster has %s. Waiting up to %.0f s",
+                len(pending), ", ".join(sorted(pending.values())[:4]),
+                {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
+                timeout_s,
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"{len(pending)} actors could not be placed within {timeout_s:.0f} s "
+                f"({', '.join(sorted(pending.values())[:4])}); the cluster offers "
+                f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs: lower --num-workers or add nodes"
+            )
+
+
+def _request_resources(num_cpus: int) -> None:
+    """Ask an autoscaling cluster for the missing CPUs (a no-op without an autoscaler)."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"CPU": 1}] * num_cpus)
+    except Exception as exc:  # no autoscaler on a local or fixed cluster
+        log.debug("request_resources unavailable: %s", exc)

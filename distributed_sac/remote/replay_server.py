@@ -51,7 +51,7 @@ class ReplayServer:
         self._closed = False
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
-        self._recent_versions: deque[int] = deque(maxlen=256)
+        self._recent_versions: deque[int] = deque(maxlen=16)
         self._insert_wait_s = 0.0
         self._sample_wait_s = 0.0
         self._worker_steps: dict[int, int] = {}
