@@ -10,6 +10,7 @@ import pytest
 from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
+from tests.wandb_records import history
 
 pytestmark = pytest.mark.ray
 
@@ -79,3 +80,12 @@ def test_final_checkpoint_written(finished_run):
     ckpts = sorted(run.checkpoints.glob("ckpt_*.pt"))
     assert ckpts and ckpts[-1].name == f"ckpt_{record['agent_steps']:012d}.pt"
     assert (run.checkpoints / "replay.npz").exists()
+
+
+def test_wandb_offline_run_holds_the_run(finished_run):
+    _, run, _, _ = finished_run
+    logs = list((run.path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    keys = {k for row in history(logs[0]) for k in row}
+    for key in ("agent_steps", "episode_return_mean", "loss/critic_loss", "eval_return_mean"):
+        assert key in keys, (key, sorted(keys))

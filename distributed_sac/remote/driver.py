@@ -30,11 +30,13 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplayServer
-from distributed_sac.run_dir import RunDir, fingerprint
+from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint
+from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
 
 REPLAY_SNAPSHOT = "replay.npz"
+RECONSTRUCTION_SAMPLES = 4
 
 
 class TrainingError(RuntimeError):
@@ -98,6 +100,14 @@ class Driver:
             "ready",
             cfg.schedule_timeout_s,
         )
+        self.wandb = WandbLogger(
+            cfg.wandb,
+            cfg.wandb_project,
+            cfg.wandb_entity,
+            run.path,
+            config_to_dict(cfg),
+            resume_id=saved_run_id(run.path) if resume else None,
+        )
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
         self._last_eval: dict | None = None
@@ -154,8 +164,11 @@ class Driver:
             self._stop_all(learner_run, runs)
         finally:
             progress.close()
-        record, _ = self._log(prev, None)
-        self.checkpoint(record["agent_steps"])
+        try:
+            record, _ = self._log(prev, None)
+            self.checkpoint(record["agent_steps"])
+        finally:
+            self.wandb.finish()
         return record
 
     def _check(self, ref: ray.ObjectRef):
@@ -221,10 +234,24 @@ class Driver:
             record.update({k: v for k, v in eval_record.items() if k.startswith("eval_")})
             record["eval_agent_steps"] = eval_record["agent_steps"]
         self.run.log_metrics(record)
+        self.wandb.log(record, record["agent_steps"])
+        if eval_record is not None:
+            self._log_media(eval_record)
         if progress is not None:
             progress.update(record)
         nxt = {"t": now, "agent_steps": replay["agent_steps"], **{k: learner[k] for k in ("learner_updates", "learner_wait_s")}}
         return record, nxt
+
+    def _log_media(self, eval_record: dict) -> None:
+        """The eval video and a grid of autoencoder reconstructions beside their inputs."""
+        steps = eval_record["agent_steps"]
+        if eval_record.get("eval_video"):
+            self.wandb.log_video(eval_record["eval_video"], steps)
+        if self.cfg.wandb != "disabled":
+            obs = ray.get(self.replay.peek.remote(RECONSTRUCTION_SAMPLES))
+            if obs is not None:
+                recon = ray.get(self.learner.reconstruct.remote(obs))
+                self.wandb.log_reconstructions(obs, recon, steps)
 
     def checkpoint(self, agent_steps: int) -> Path:
         """Learner state and counters in one atomic file; replay snapshot beside it."""

@@ -14,6 +14,7 @@ import ray
 import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.remote.telemetry import WorkerTelemetry
 from distributed_sac.rollout import Rollout
 from distributed_sac.sac_ae import Policy
 
@@ -42,6 +43,7 @@ class EnvWorker:
         self._global_steps = 0
         self._first_use: dict[int, float] = {}
         self._steps_per_s = 0.0
+        self.telemetry = WorkerTelemetry(index, cfg.wrappers.action_repeat)
 
     def run(self) -> int:
         """Step until the replay actor reports collection done or `stop()`; returns steps."""
@@ -56,6 +58,9 @@ class EnvWorker:
             chunks, episodes = self.rollout.step(self.policy if self.policy.version >= 0 else None, explore)
             self._global_steps += len(self.rollout.envs)
             steps_window += len(self.rollout.envs)
+            self.telemetry.record_steps(len(self.rollout.envs))
+            for episode in episodes:
+                self.telemetry.record_episode(episode.episode_return, episode.length)
             if chunks or episodes:
                 adds.append(self.replay.add.remote(self.index, chunks, episodes))
             while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait(adds[:1], timeout=0)[0]):
@@ -71,10 +76,12 @@ class EnvWorker:
             if fetch is not None and ray.wait([fetch], timeout=0)[0]:
                 self.policy.load(ray.get(fetch))
                 self._first_use.setdefault(self.policy.version, time.time())
+                self.telemetry.policy_version(self.policy.version)
                 fetch = None
             now = time.monotonic()
             if now - t_window >= 2.0:
                 self._steps_per_s = steps_window / (now - t_window)
+                self.telemetry.steps_per_s(self._steps_per_s)
                 t_window, steps_window = now, 0
         for ref in adds:
             ray.get(ref)

@@ -8,6 +8,7 @@ import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.evaluation import evaluate
+from distributed_sac.remote.telemetry import EvalTelemetry
 from distributed_sac.sac_ae import Policy, PolicyWeights
 
 
@@ -17,6 +18,7 @@ class Evaluator:
     def __init__(self, cfg: TrainConfig) -> None:
         torch.set_num_threads(1)
         self.cfg = cfg
+        self.telemetry = EvalTelemetry()
         self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=cfg.seed)
 
     def ready(self) -> bool:
@@ -34,6 +36,7 @@ class Evaluator:
             max_steps=self.cfg.eval.max_episode_steps,
             video_path=Path(video_path) if video_path else None,
         )
+        self.telemetry.record(result.mean)
         return {
             "agent_steps": agent_steps,
             "weights_version": weights.version,

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from distributed_sac.config import TrainConfig
+from distributed_sac.remote.telemetry import LearnerTelemetry
 from distributed_sac.sac_ae import SacAeAgent
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Learner:
         self._wait_s = 0.0
         self._update_s = 0.0
         self._started = time.monotonic()
+        self.telemetry = LearnerTelemetry()
         self.publish()
 
     def node_id(self) -> str:
@@ -70,6 +72,7 @@ class Learner:
         self._weights_ref = ray.put(weights)
         self._weights_version = weights.version
         self._publish_times[weights.version] = time.time()
+        self.telemetry.weights_version(weights.version)
         return weights.version
 
     def latest_weights(self, have_version: int) -> list[ray.ObjectRef] | None:
@@ -82,13 +85,18 @@ class Learner:
         t0 = time.monotonic()
         with self._lock:
             metrics = self.agent.update(batch)
-        self._update_s += time.monotonic() - t0
+        seconds = time.monotonic() - t0
+        self._update_s += seconds
+        self.telemetry.update(seconds)
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise NonFiniteLossError(
                 f"non-finite {', '.join(bad)} at update {self.agent.num_updates}; stopping"
             )
         self._metrics.append(metrics)
+        self.telemetry.losses(metrics)
+        if "alpha" in metrics:
+            self.telemetry.temperature(metrics["alpha"])
         if self.agent.num_updates % self.cfg.weights_publish_every == 0:
             self.publish()
         return metrics

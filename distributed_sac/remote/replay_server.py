@@ -17,6 +17,7 @@ import numpy as np
 from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Batch, Chunk
 from distributed_sac.rate_limiter import RateLimiter
+from distributed_sac.remote.telemetry import ReplayTelemetry
 from distributed_sac.replay import ReplayBuffer
 from distributed_sac.rollout import EpisodeStats
 
@@ -56,6 +57,7 @@ class ReplayServer:
         self._sample_wait_s = 0.0
         self._worker_steps: dict[int, int] = {}
         self._started = time.monotonic()
+        self.telemetry = ReplayTelemetry()
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -75,7 +77,9 @@ class ReplayServer:
         async with cond:
             t0 = time.monotonic()
             await cond.wait_for(lambda: self._closed or self.limiter.can_insert(n))
-            self._insert_wait_s += time.monotonic() - t0
+            waited = time.monotonic() - t0
+            self._insert_wait_s += waited
+            self.telemetry.insert_waited(waited)
             if self._closed or self.agent_steps >= self.total_steps:
                 return self.agent_steps, True
             for chunk in chunks:
@@ -86,6 +90,10 @@ class ReplayServer:
             self._worker_steps[worker] = self._worker_steps.get(worker, 0) + n
             self._episodes.extend(episodes)
             self._episodes_total += len(episodes)
+            self.telemetry.inserted(n)
+            self.telemetry.size(len(self.buffer))
+            if self._recent_versions:
+                self.telemetry.policy_lag(self.limiter.samples - float(np.mean(self._recent_versions)))
             cond.notify_all()
             return self.agent_steps, self.agent_steps >= self.total_steps
 
@@ -95,10 +103,13 @@ class ReplayServer:
         async with cond:
             t0 = time.monotonic()
             await cond.wait_for(lambda: self._closed or self.limiter.can_sample(1))
-            self._sample_wait_s += time.monotonic() - t0
+            waited = time.monotonic() - t0
+            self._sample_wait_s += waited
+            self.telemetry.sample_waited(waited)
             if self._closed and not self.limiter.can_sample(1):
                 return None
             self.limiter.sample(1)
+            self.telemetry.sampled(1)
             cond.notify_all()
             return self._draw()
 
@@ -112,6 +123,12 @@ class ReplayServer:
         if n_demo < self.batch_size:
             parts.append(self.buffer.sample(self.batch_size - n_demo, self.rng))
         return Batch(*(np.concatenate(f) for f in zip(*parts, strict=True)))
+
+    def peek(self, n: int) -> np.ndarray | None:
+        """A few stored observations for monitoring; not counted by the rate limiter."""
+        if len(self.buffer) < n:
+            return None
+        return self.buffer.sample(n, np.random.default_rng()).obs
 
     def sample_demos(self) -> Batch:
         """A batch of demonstrations only (off-policy pretraining, before online collection)."""

@@ -75,6 +75,10 @@ class ReplayTelemetry:
     """Replay-actor and rate-limiter metrics."""
 
     def __init__(self) -> None:
+        self._policy_lag = Gauge(
+            "sac_policy_lag",
+            "Learner updates since the weights that collected recently inserted data.",
+        )
         self._size = Gauge("sac_replay_size", "Transitions held in replay.")
         self._inserts = Counter("sac_replay_inserts", "Transitions inserted into replay.")
         self._samples = Counter("sac_replay_samples", "Batches sampled from replay.")
@@ -83,6 +87,9 @@ class ReplayTelemetry:
             "Seconds callers waited on the rate limiter, by side (insert or sample).",
             ("side",),
         )
+
+    def policy_lag(self, updates: float) -> None:
+        self._policy_lag.set(float(updates))
 
     def size(self, n: int) -> None:
         self._size.set(int(n))
@@ -119,9 +126,6 @@ class LearnerTelemetry:
         self._weights_version = Gauge(
             "sac_weights_version", "Version of the newest published policy weights."
         )
-        self._policy_lag = Gauge(
-            "sac_policy_lag", "Learner updates between the acting weights and the newest ones."
-        )
 
     def update(self, seconds: float) -> None:
         """One learner update that took `seconds`."""
@@ -138,9 +142,6 @@ class LearnerTelemetry:
 
     def weights_version(self, version: int) -> None:
         self._weights_version.set(int(version))
-
-    def policy_lag(self, updates: float) -> None:
-        self._policy_lag.set(float(updates))
 
 
 class EvalTelemetry:

@@ -1,0 +1,245 @@
+"""Prove it learns: full distributed runs, evaluated on a schedule, as curves and a summary.
+
+Each run starts a local Ray, trains with ``Driver`` (env workers -> replay -> learner), and
+evaluates the deterministic policy every ``--eval-every`` agent steps in the evaluator actor,
+plus once on the final weights. From each run's metrics.jsonl it writes ``curve.csv``
+(agent_steps, minutes, eval_return_mean, eval_return_std), one PNG with eval return against
+agent steps and against wall-clock minutes (every run overlaid), and ``summary.json`` (agent
+steps and minutes to reach ``--threshold``, final eval return, replay ratio held). Minutes of
+an evaluation are the wall clock when its weights were taken, from the run's start.
+
+The ``pendulum-cpu`` preset (``pendulum_cpu_preset``) is sized to reach -250 on VisualPendulum
+within 20k agent steps and 30 minutes on 2 CPU cores with 2 workers. Examples:
+
+    python -m benchmarks.learning --preset pendulum-cpu --workers 2 \
+        --out bench_out/learning_pendulum_cpu
+    python -m benchmarks.learning --preset pendulum-cpu --workers 1 2 --out bench_out/overlay
+    python -m benchmarks.learning --replot bench_out/overlay/w1 bench_out/overlay/w2 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from distributed_sac.config import TrainConfig, tiny_preset
+from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.placement import connect
+from distributed_sac.remote.session import prepare
+from distributed_sac.run_dir import RunDir
+
+
+def pendulum_cpu_preset() -> TrainConfig:
+    """VisualPendulum sized for 2 CPU cores: -250 within 20k agent steps and 30 minutes.
+
+    One CPU update of the spec's network (84x84, 32 filters, batch 128) takes about a second
+    (SPEC.md, Costs), so 20k of them would take hours. At 48x48 with 16 filters the conv work
+    falls about 12-fold (area x filters^2) and an update takes about 0.15 s on one core; replay
+    ratio 0.5 then gives 10k updates, the budget in which the seed project solved Pendulum.
+    Exploration and min_size follow the seed's small-env practice of ~1k random steps.
+    """
+    base = TrainConfig()
+    return dataclasses.replace(
+        base,
+        env="VisualPendulum",
+        num_workers=2,
+        total_steps=20_000,
+        wrappers=dataclasses.replace(base.wrappers, image_size=48),
+        agent=dataclasses.replace(base.agent, num_filters=16, hidden_dim=512, batch_size=128),
+        replay=dataclasses.replace(base.replay, capacity=100_000, min_size=1_000, replay_ratio=0.5),
+        rollout=dataclasses.replace(base.rollout, exploration_steps=1_000),
+        eval=dataclasses.replace(base.eval, every=2_000, episodes=10, video=False),
+        weights_publish_every=50,
+        checkpoint_every=10_000,
+        log_every_s=5.0,
+        wandb="disabled",
+    )
+
+
+PRESETS = {"pendulum-cpu": pendulum_cpu_preset, "tiny": tiny_preset, "full": TrainConfig}
+
+
+def run_one(cfg: TrainConfig) -> Path:
+    """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir."""
+    cfg, run = prepare(cfg, None)
+    connect(cfg, cfg.num_workers)
+    try:
+        driver = Driver(cfg, run)
+        record = driver.train()
+        found = ray.get(driver.learner.latest_weights.remote(-1))
+        final = ray.get(driver.evaluator.evaluate.remote(found[0], record["agent_steps"], None))
+        final["time"] = time.time()
+        (run.path / "final_eval.json").write_text(json.dumps(final, indent=2))
+    finally:
+        ray.shutdown()
+    return run.path
+
+
+def read_curve(path: Path) -> list[dict]:
+    """Evaluation points of one run: agent steps, minutes since start, mean and std return."""
+    records = RunDir(path).read_metrics()
+    if not records:
+        raise ValueError(f"{path} has no metrics.jsonl records")
+    start = (path / "config.json").stat().st_mtime
+    curve = []
+    for r in records:
+        if r.get("eval_return_mean") is None:
+            continue
+        steps = r["eval_agent_steps"]
+        taken = next((q["time"] for q in records if q["agent_steps"] >= steps), r["time"])
+        curve.append({"agent_steps": steps, "minutes": (taken - start) / 60,
+                      "eval_return_mean": r["eval_return_mean"],
+                      "eval_return_std": r["eval_return_std"]})
+    final = path / "final_eval.json"
+    if final.exists():
+        f = json.loads(final.read_text())
+        curve.append({"agent_steps": f["agent_steps"], "minutes": (records[-1]["time"] - start) / 60,
+                      "eval_return_mean": f["eval_return_mean"],
+                      "eval_return_std": f["eval_return_std"]})
+    return curve
+
+
+def summarize(path: Path, curve: list[dict], threshold: float) -> dict:
+    """Steps and minutes to the threshold, final eval return, replay ratio and speed held."""
+    records = RunDir(path).read_metrics()
+    cfg = json.loads((path / "config.json").read_text())
+    hit = next((p for p in curve if p["eval_return_mean"] >= threshold), None)
+    last = records[-1]
+    return {
+        "run": str(path),
+        "env": cfg["env"],
+        "num_workers": cfg["num_workers"],
+        "threshold": threshold,
+        "agent_steps_to_threshold": hit["agent_steps"] if hit else None,
+        "minutes_to_threshold": hit["minutes"] if hit else None,
+        "final_eval_return": curve[-1]["eval_return_mean"] if curve else None,
+        "final_eval_std": curve[-1]["eval_return_std"] if curve else None,
+        "best_eval_return": max((p["eval_return_mean"] for p in curve), default=None),
+        "agent_steps": last["agent_steps"],
+        "learner_updates": last["learner_updates"],
+        "minutes": curve[-1]["minutes"] if curve else None,
+        "replay_ratio_target": cfg["replay"]["replay_ratio"],
+        "replay_ratio_held": last.get("replay_ratio_held"),
+        "learner_idle_frac_mean": _mean(r.get("learner_idle_frac") for r in records),
+        "agent_steps_per_s_mean": _mean(r.get("agent_steps_per_s") for r in records),
+    }
+
+
+def _mean(values) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def plot(curves: dict[str, list[dict]], threshold: float, path: Path) -> None:
+    """Eval return (mean +- std) against agent steps and against minutes, runs overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, x, label in zip(axes, ("agent_steps", "minutes"), ("agent steps", "wall-clock minutes")):
+        for name, curve in curves.items():
+            xs = [p[x] for p in curve]
+            mean = [p["eval_return_mean"] for p in curve]
+            std = [p["eval_return_std"] for p in curve]
+            ax.plot(xs, mean, marker="o", label=name)
+            ax.fill_between(xs, [m - s for m, s in zip(mean, std)],
+                            [m + s for m, s in zip(mean, std)], alpha=0.2)
+        ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("eval return (deterministic policy)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
+    """Write curve.csv per run, the overlay PNG and summary.json; print a table."""
+    out.mkdir(parents=True, exist_ok=True)
+    curves, summaries = {}, []
+    for path in runs:
+        curve = read_curve(path)
+        with open(path / "curve.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["agent_steps", "minutes", "eval_return_mean", "eval_return_std"])
+            writer.writeheader()
+            writer.writerows(curve)
+        summary = summarize(path, curve, threshold)
+        curves[f"{summary['env']} {summary['num_workers']} workers ({path.name})"] = curve
+        summaries.append(summary)
+    plot(curves, threshold, out / "learning_curve.png")
+    (out / "summary.json").write_text(json.dumps(summaries, indent=2))
+    print(f"{'run':<28}{'workers':>8}{'steps':>8}{'min':>7}{'final':>9}{'best':>9}"
+          f"{'steps@thr':>11}{'min@thr':>9}{'ratio':>7}{'idle':>6}")
+    for s in summaries:
+        print(f"{Path(s['run']).name:<28}{s['num_workers']:>8}{s['agent_steps']:>8}"
+              f"{_fmt(s['minutes'], '.1f'):>7}{_fmt(s['final_eval_return'], '.1f'):>9}"
+              f"{_fmt(s['best_eval_return'], '.1f'):>9}{_fmt(s['agent_steps_to_threshold'], 'd'):>11}"
+              f"{_fmt(s['minutes_to_threshold'], '.1f'):>9}{_fmt(s['replay_ratio_held'], '.2f'):>7}"
+              f"{_fmt(s['learner_idle_frac_mean'], '.2f'):>6}")
+    print(f"threshold {threshold:g}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
+          f"plot {out / 'learning_curve.png'}")
+    return summaries
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="pendulum-cpu")
+    parser.add_argument("--env", choices=["VisualPendulum", "CarRacing"], default=None,
+                        help="override the preset's env")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="one run per count")
+    parser.add_argument("--total-steps", type=int, default=None, help="override agent steps")
+    parser.add_argument("--eval-every", type=int, default=None, help="agent steps between evals")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    parser.add_argument("--threshold", type=float, default=-250.0, help="eval return to reach")
+    parser.add_argument("--seed", type=int, default=0, help="root seed of every run")
+    parser.add_argument("--out", type=Path, default=Path("bench_out/learning"), help="output dir")
+    parser.add_argument("--replot", type=Path, nargs="*", default=None,
+                        help="only summarize and plot these finished run directories")
+    parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    if args.replot:
+        runs = args.replot
+    else:
+        if min(args.workers) < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        base = PRESETS[args.preset]()
+        base = dataclasses.replace(
+            base,
+            env=args.env or base.env,
+            seed=args.seed,
+            total_steps=args.total_steps or base.total_steps,
+            eval=dataclasses.replace(base.eval, every=args.eval_every or base.eval.every,
+                                     episodes=args.eval_episodes, video=False),
+            wandb="disabled",
+        )
+        runs = []
+        for n in args.workers:
+            run_dir = args.out / f"w{n}"
+            if run_dir.exists():
+                raise ValueError(f"{run_dir} exists; choose another --out")
+            runs.append(run_one(dataclasses.replace(base, num_workers=n, run_dir=str(run_dir))))
+    summaries = report(runs, args.threshold, args.out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summaries, indent=2))
+
+
+if __name__ == "__main__":
+    main()
