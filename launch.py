@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -49,6 +51,37 @@ class EvalCommand:
     """Agent-step cap per episode."""
 
 
+class UsageError(ValueError):
+    """A command line that does not parse."""
+
+
+def cli(cls, args: list[str], prog: str, default=None):
+    """tyro.cli, with its boxed parse errors folded into one line (raised as UsageError)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, default=default, args=args, prog=prog)
+    except SystemExit as exc:
+        if not exc.code:
+            raise
+        raise UsageError(_one_line(captured.getvalue())) from None
+
+
+def _one_line(boxed: str) -> str:
+    """The message inside tyro's error box, without the frame and the help pointer."""
+    text = []
+    for line in boxed.splitlines():
+        body = line.strip().strip("│╭╮╰╯─ ").strip()
+        if not body or body.startswith("For full helptext") or set(body) <= set("─"):
+            if text and not body:
+                continue
+            if body.startswith("For full helptext"):
+                break
+            continue
+        text.append(body)
+    return " ".join(text[1:] if len(text) > 1 else text) or "invalid command line"
+
+
 def _preset(argv: list[str]) -> str:
     for i, arg in enumerate(argv):
         if arg == "--preset" and i + 1 < len(argv):
@@ -64,7 +97,7 @@ def parse_train(argv: list[str]) -> TrainCommand:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     default = TrainCommand(config=PRESETS[preset](), preset=preset)  # type: ignore[arg-type]
-    cmd = tyro.cli(TrainCommand, default=default, args=argv, prog="launch.py train")
+    cmd = cli(TrainCommand, argv, "launch.py train", default=default)
     validate(cmd.config)
     if cmd.pretrain_updates < 0:
         raise ValueError(f"--pretrain-updates must be >= 0, got {cmd.pretrain_updates}")
@@ -88,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -110,7 +146,7 @@ def _train(argv: list[str]) -> int:
 def _eval(argv: list[str]) -> int:
     from distributed_sac.play import run_eval
 
-    cmd = tyro.cli(EvalCommand, args=argv, prog="launch.py eval")
+    cmd = cli(EvalCommand, argv, "launch.py eval")
     return run_eval(cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.seed, cmd.max_steps)
 
 

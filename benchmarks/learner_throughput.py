@@ -95,10 +95,16 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10, help="timed updates per path")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates per path first")
     parser.add_argument("--compile", action="store_true", help="fast path with torch.compile")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--json", default="", help="write results to this path")
     args = parser.parse_args()
-    if args.updates < 1 or args.warmup < 0:
-        raise ValueError(f"need --updates >= 1, --warmup >= 0; got {args.updates}, {args.warmup}")
+    if args.updates < 1 or args.warmup < 0 or args.threads < 0:
+        raise ValueError(
+            f"need --updates >= 1, --warmup >= 0, --threads >= 0; "
+            f"got {args.updates}, {args.warmup}, {args.threads}"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.device == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

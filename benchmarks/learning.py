@@ -95,15 +95,25 @@ def read_curve(path: Path) -> list[dict]:
             continue
         steps = r["eval_agent_steps"]
         taken = next((q["time"] for q in records if q["agent_steps"] >= steps), r["time"])
-        curve.append({"agent_steps": steps, "minutes": (taken - start) / 60,
-                      "eval_return_mean": r["eval_return_mean"],
-                      "eval_return_std": r["eval_return_std"]})
+        curve.append(
+            {
+                "agent_steps": steps,
+                "minutes": (taken - start) / 60,
+                "eval_return_mean": r["eval_return_mean"],
+                "eval_return_std": r["eval_return_std"],
+            }
+        )
     final = path / "final_eval.json"
     if final.exists():
         f = json.loads(final.read_text())
-        curve.append({"agent_steps": f["agent_steps"], "minutes": (records[-1]["time"] - start) / 60,
-                      "eval_return_mean": f["eval_return_mean"],
-                      "eval_return_std": f["eval_return_std"]})
+        curve.append(
+            {
+                "agent_steps": f["agent_steps"],
+                "minutes": (records[-1]["time"] - start) / 60,
+                "eval_return_mean": f["eval_return_mean"],
+                "eval_return_std": f["eval_return_std"],
+            }
+        )
     return curve
 
 
@@ -146,14 +156,20 @@ def plot(curves: dict[str, list[dict]], threshold: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, x, label in zip(axes, ("agent_steps", "minutes"), ("agent steps", "wall-clock minutes")):
+    for ax, x, label in zip(
+        axes, ("agent_steps", "minutes"), ("agent steps", "wall-clock minutes"), strict=True
+    ):
         for name, curve in curves.items():
             xs = [p[x] for p in curve]
             mean = [p["eval_return_mean"] for p in curve]
             std = [p["eval_return_std"] for p in curve]
             ax.plot(xs, mean, marker="o", label=name)
-            ax.fill_between(xs, [m - s for m, s in zip(mean, std)],
-                            [m + s for m, s in zip(mean, std)], alpha=0.2)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(mean, std, strict=True)],
+                [m + s for m, s in zip(mean, std, strict=True)],
+                alpha=0.2,
+            )
         ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
@@ -171,7 +187,9 @@ def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
     for path in runs:
         curve = read_curve(path)
         with open(path / "curve.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, ["agent_steps", "minutes", "eval_return_mean", "eval_return_std"])
+            writer = csv.DictWriter(
+                f, ["agent_steps", "minutes", "eval_return_mean", "eval_return_std"]
+            )
             writer.writeheader()
             writer.writerows(curve)
         summary = summarize(path, curve, threshold)
@@ -179,16 +197,22 @@ def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
         summaries.append(summary)
     plot(curves, threshold, out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summaries, indent=2))
-    print(f"{'run':<28}{'workers':>8}{'steps':>8}{'min':>7}{'final':>9}{'best':>9}"
-          f"{'steps@thr':>11}{'min@thr':>9}{'ratio':>7}{'idle':>6}")
+    print(
+        f"{'run':<28}{'workers':>8}{'steps':>8}{'min':>7}{'final':>9}{'best':>9}"
+        f"{'steps@thr':>11}{'min@thr':>9}{'ratio':>7}{'idle':>6}"
+    )
     for s in summaries:
-        print(f"{Path(s['run']).name:<28}{s['num_workers']:>8}{s['agent_steps']:>8}"
-              f"{_fmt(s['minutes'], '.1f'):>7}{_fmt(s['final_eval_return'], '.1f'):>9}"
-              f"{_fmt(s['best_eval_return'], '.1f'):>9}{_fmt(s['agent_steps_to_threshold'], 'd'):>11}"
-              f"{_fmt(s['minutes_to_threshold'], '.1f'):>9}{_fmt(s['replay_ratio_held'], '.2f'):>7}"
-              f"{_fmt(s['learner_idle_frac_mean'], '.2f'):>6}")
-    print(f"threshold {threshold:g}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
-          f"plot {out / 'learning_curve.png'}")
+        print(
+            f"{Path(s['run']).name:<28}{s['num_workers']:>8}{s['agent_steps']:>8}"
+            f"{_fmt(s['minutes'], '.1f'):>7}{_fmt(s['final_eval_return'], '.1f'):>9}"
+            f"{_fmt(s['best_eval_return'], '.1f'):>9}{_fmt(s['agent_steps_to_threshold'], 'd'):>11}"
+            f"{_fmt(s['minutes_to_threshold'], '.1f'):>9}{_fmt(s['replay_ratio_held'], '.2f'):>7}"
+            f"{_fmt(s['learner_idle_frac_mean'], '.2f'):>6}"
+        )
+    print(
+        f"threshold {threshold:g}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
+        f"plot {out / 'learning_curve.png'}"
+    )
     return summaries
 
 
@@ -199,8 +223,12 @@ def _fmt(value, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="pendulum-cpu")
-    parser.add_argument("--env", choices=["VisualPendulum", "CarRacing"], default=None,
-                        help="override the preset's env")
+    parser.add_argument(
+        "--env",
+        choices=["VisualPendulum", "CarRacing"],
+        default=None,
+        help="override the preset's env",
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="one run per count")
     parser.add_argument("--total-steps", type=int, default=None, help="override agent steps")
     parser.add_argument("--eval-every", type=int, default=None, help="agent steps between evals")
@@ -208,8 +236,13 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=-250.0, help="eval return to reach")
     parser.add_argument("--seed", type=int, default=0, help="root seed of every run")
     parser.add_argument("--out", type=Path, default=Path("bench_out/learning"), help="output dir")
-    parser.add_argument("--replot", type=Path, nargs="*", default=None,
-                        help="only summarize and plot these finished run directories")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="only summarize and plot these finished run directories",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -225,8 +258,12 @@ def main() -> None:
             env=args.env or base.env,
             seed=args.seed,
             total_steps=args.total_steps or base.total_steps,
-            eval=dataclasses.replace(base.eval, every=args.eval_every or base.eval.every,
-                                     episodes=args.eval_episodes, video=False),
+            eval=dataclasses.replace(
+                base.eval,
+                every=args.eval_every or base.eval.every,
+                episodes=args.eval_episodes,
+                video=False,
+            ),
             wandb="disabled",
         )
         runs = []

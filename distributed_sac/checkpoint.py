@@ -70,7 +70,9 @@ def load_checkpoint(path: Path, fingerprint: dict | None = None) -> dict[str, An
         raise CheckpointError(f"{path}: unknown checkpoint format")
     if fingerprint is not None:
         saved = json.loads(payload["fingerprint"])
-        diff = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        diff = sorted(
+            k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
+        )
         if diff:
             raise CheckpointError(f"{path}: written by a different config ({', '.join(diff)})")
     return payload

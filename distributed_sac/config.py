@@ -212,7 +212,10 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ValueError with a one-line message for a config that cannot run."""
     checks = [
         (cfg.env in ENV_NAMES, f"unknown env {cfg.env!r}; choose one of {', '.join(ENV_NAMES)}"),
-        (cfg.num_workers is None or cfg.num_workers >= 1, f"--num-workers must be >= 1, got {cfg.num_workers}"),
+        (
+            cfg.num_workers is None or cfg.num_workers >= 1,
+            f"--num-workers must be >= 1, got {cfg.num_workers}",
+        ),
         (cfg.envs_per_worker >= 1, f"--envs-per-worker must be >= 1, got {cfg.envs_per_worker}"),
         (cfg.total_steps > 0, f"--total-steps must be positive, got {cfg.total_steps}"),
         (cfg.agent.batch_size >= 1, f"--agent.batch-size must be >= 1, got {cfg.agent.batch_size}"),
@@ -224,12 +227,24 @@ def validate(cfg: TrainConfig) -> None:
             cfg.agent.batch_size <= cfg.replay.min_size <= cfg.replay.capacity,
             f"--replay.min-size must lie between the batch size {cfg.agent.batch_size} and the capacity {cfg.replay.capacity}, got {cfg.replay.min_size}",
         ),
-        (cfg.replay.replay_ratio > 0, f"--replay.replay-ratio must be positive, got {cfg.replay.replay_ratio}"),
-        (cfg.rollout.chunk_length >= 1, f"--rollout.chunk-length must be >= 1, got {cfg.rollout.chunk_length}"),
+        (
+            cfg.replay.replay_ratio > 0,
+            f"--replay.replay-ratio must be positive, got {cfg.replay.replay_ratio}",
+        ),
+        (
+            cfg.rollout.chunk_length >= 1,
+            f"--rollout.chunk-length must be >= 1, got {cfg.rollout.chunk_length}",
+        ),
         (cfg.weights_publish_every >= 1, "--weights-publish-every must be >= 1"),
         (cfg.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
-        (cfg.eval.every >= 0 and cfg.eval.episodes >= 1, "--eval.every must be >= 0 and --eval.episodes >= 1"),
-        (cfg.wrappers.image_size >= 16, f"--wrappers.image-size must be >= 16, got {cfg.wrappers.image_size}"),
+        (
+            cfg.eval.every >= 0 and cfg.eval.episodes >= 1,
+            "--eval.every must be >= 0 and --eval.episodes >= 1",
+        ),
+        (
+            cfg.wrappers.image_size >= 16,
+            f"--wrappers.image-size must be >= 16, got {cfg.wrappers.image_size}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

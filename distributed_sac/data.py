@@ -65,6 +65,8 @@ def validate_chunk(chunk: Chunk, frame_shape: tuple[int, int], stack: int, actio
         arr = getattr(chunk, name)
         if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape:
             got = (getattr(arr, "shape", None), getattr(arr, "dtype", type(arr).__name__))
-            raise ValueError(f"chunk.{name} must be {np.dtype(dtype)} {shape}, got {got[1]} {got[0]}")
+            raise ValueError(
+                f"chunk.{name} must be {np.dtype(dtype)} {shape}, got {got[1]} {got[0]}"
+            )
     if np.any(chunk.terminated[:-1] | chunk.truncated[:-1]):
         raise ValueError("chunk spans an episode end: only its last transition may end the episode")

@@ -48,8 +48,14 @@ class Progress:
         else:
             pct = 100.0 * steps / max(1, self.total)
             parts = " ".join(f"{k}={_fmt(v)}" for k, v in short.items())
-            log.info("steps %d/%d (%.0f%%) updates %s %s", steps, self.total, pct,
-                     record.get("learner_updates"), parts)
+            log.info(
+                "steps %d/%d (%.0f%%) updates %s %s",
+                steps,
+                self.total,
+                pct,
+                record.get("learner_updates"),
+                parts,
+            )
         self._last = steps
 
     def write(self, message: str) -> None:

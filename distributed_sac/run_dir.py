@@ -34,7 +34,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     hints = typing.get_type_hints(TrainConfig)
     try:
         kwargs = {
-            k: hints[k](**v) if dataclasses.is_dataclass(hints.get(k)) else v for k, v in data.items()
+            k: hints[k](**v) if dataclasses.is_dataclass(hints.get(k)) else v
+            for k, v in data.items()
         }
         return TrainConfig(**kwargs)
     except (TypeError, KeyError) as exc:
@@ -58,11 +59,16 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.videos = self.path / "videos"
 
+    def exists(self) -> bool:
+        return (self.path / CONFIG).exists()
+
     @classmethod
     def create(cls, path: Path, cfg: TrainConfig) -> RunDir:
         run = cls(path)
-        if (run.path / CONFIG).exists():
-            raise RunDirError(f"{run.path} already holds a run; pass --resume {run.path} to continue it")
+        if run.exists():
+            raise RunDirError(
+                f"{run.path} already holds a run; pass --resume {run.path} to continue it"
+            )
         for folder in (run.path, run.checkpoints, run.videos):
             folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(config_to_dict(cfg), indent=2)
@@ -85,7 +91,10 @@ class RunDir:
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON object per line; NaN and inf become null so every line is JSON."""
-        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        clean = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in record.items()
+        }
         with open(self.path / METRICS, "a") as f:
             f.write(json.dumps(clean) + "\n")
 

@@ -27,6 +27,7 @@ from distributed_sac.remote.placement import (
     learner_device,
     learner_options,
     on_node,
+    replay_options,
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplayServer
@@ -63,7 +64,7 @@ class Driver:
         snapshot = run.checkpoints / REPLAY_SNAPSHOT
         self.replay = (
             ray.remote(ReplayServer)
-            .options(name="replay", num_cpus=0, scheduling_strategy=on_node(self.node))
+            .options(**replay_options(self.node))
             .remote(
                 cfg.replay,
                 self.obs_shape[1:],
@@ -74,16 +75,18 @@ class Driver:
                 cfg.seed,
                 cfg.rollout.chunk_length,
                 cfg.rollout.chunk_length * cfg.envs_per_worker,
-                str(snapshot) if ckpt is not None else None,
+                str(snapshot),
             )
         )
         self.counters = {"worker_restarts": 0, "episodes": 0}
         if ckpt is not None:
             payload = load_checkpoint(ckpt, fingerprint(cfg))
-            ray.get([
-                self.learner.load_state.remote(payload["agent"]),
-                self.replay.restore.remote(payload["replay"]),
-            ])
+            ray.get(
+                [
+                    self.learner.load_state.remote(payload["agent"]),
+                    self.replay.restore.remote(payload["replay"]),
+                ]
+            )
             self.counters.update(payload["counters"])
             log.info("resumed from %s", ckpt)
         self.evaluator = (
@@ -92,11 +95,14 @@ class Driver:
             .remote(cfg)
         )
         self.workers = [
-            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, self.replay, self.learner)
+            ray.remote(EnvWorker)
+            .options(**worker_options(i))
+            .remote(i, cfg, self.replay, self.learner)
             for i in range(cfg.num_workers)
         ]
         await_placement(
-            {f"env-worker-{i}": w for i, w in enumerate(self.workers)} | {"evaluator": self.evaluator},
+            {f"env-worker-{i}": w for i, w in enumerate(self.workers)}
+            | {"evaluator": self.evaluator},
             "ready",
             cfg.schedule_timeout_s,
         )
@@ -128,7 +134,11 @@ class Driver:
         runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
         next_log = time.monotonic()
         next_ckpt = (start["agent_steps"] // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        next_eval = (start["agent_steps"] // cfg.eval.every + 1) * cfg.eval.every if cfg.eval.every else None
+        next_eval = (
+            (start["agent_steps"] // cfg.eval.every + 1) * cfg.eval.every
+            if cfg.eval.every
+            else None
+        )
         prev = {"t": time.monotonic(), **start, "learner_updates": 0, "learner_wait_s": 0.0}
         record: dict = {}
         try:
@@ -185,7 +195,11 @@ class Driver:
         except RayActorError:
             # The worker's process died; Ray restarts the actor, so ask it to go on.
             self.counters["worker_restarts"] += 1
-            log.warning("env-worker-%d died; restarted (%d restarts)", index, self.counters["worker_restarts"])
+            log.warning(
+                "env-worker-%d died; restarted (%d restarts)",
+                index,
+                self.counters["worker_restarts"],
+            )
             runs[self.workers[index].run.remote()] = index
 
     def _stop_all(self, learner_run, runs: dict) -> None:
@@ -193,7 +207,11 @@ class Driver:
             w.stop.remote()
         ray.get(self.replay.close.remote())
         self.learner.stop.remote()
-        ray.wait(list(runs) + ([learner_run] if learner_run else []), num_returns=len(runs) + bool(learner_run), timeout=30)
+        ray.wait(
+            list(runs) + ([learner_run] if learner_run else []),
+            num_returns=len(runs) + bool(learner_run),
+            timeout=30,
+        )
 
     def _start_eval(self, steps: int) -> None:
         found = ray.get(self.learner.latest_weights.remote(-1))
@@ -223,7 +241,9 @@ class Driver:
             "replay_size": replay["replay_size"],
             "agent_steps_per_s": (replay["agent_steps"] - prev["agent_steps"]) / dt,
             "updates_per_s": d_updates / dt,
-            "learner_idle_frac": min(1.0, (learner["learner_wait_s"] - prev["learner_wait_s"]) / dt),
+            "learner_idle_frac": min(
+                1.0, (learner["learner_wait_s"] - prev["learner_wait_s"]) / dt
+            ),
             "replay_ratio_held": replay["replay_ratio_held"],
             "episodes": replay["episodes_total"],
             "episode_return_mean": float(np.mean(self._returns)) if self._returns else None,
@@ -239,7 +259,11 @@ class Driver:
             self._log_media(eval_record)
         if progress is not None:
             progress.update(record)
-        nxt = {"t": now, "agent_steps": replay["agent_steps"], **{k: learner[k] for k in ("learner_updates", "learner_wait_s")}}
+        nxt = {
+            "t": now,
+            "agent_steps": replay["agent_steps"],
+            **{k: learner[k] for k in ("learner_updates", "learner_wait_s")},
+        }
         return record, nxt
 
     def _log_media(self, eval_record: dict) -> None:
@@ -259,7 +283,11 @@ class Driver:
         ray.get(self.replay.snapshot.remote(str(self.run.checkpoints / REPLAY_SNAPSHOT)))
         state = {"agent": agent, "replay": replay_state, "counters": dict(self.counters)}
         path = save_checkpoint(
-            self.run.checkpoints, agent_steps, state, fingerprint(self.cfg), self.cfg.keep_checkpoints
+            self.run.checkpoints,
+            agent_steps,
+            state,
+            fingerprint(self.cfg),
+            self.cfg.keep_checkpoints,
         )
         log.info("checkpoint %s", path)
         return path

@@ -55,7 +55,9 @@ class EnvWorker:
         t_window, steps_window = time.monotonic(), 0
         while not done and not self._stop.is_set():
             explore = self._global_steps < self.cfg.rollout.exploration_steps
-            chunks, episodes = self.rollout.step(self.policy if self.policy.version >= 0 else None, explore)
+            chunks, episodes = self.rollout.step(
+                self.policy if self.policy.version >= 0 else None, explore
+            )
             self._global_steps += len(self.rollout.envs)
             steps_window += len(self.rollout.envs)
             self.telemetry.record_steps(len(self.rollout.envs))

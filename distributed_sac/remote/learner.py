@@ -41,9 +41,14 @@ class Learner:
         device: str,
     ) -> None:
         self.cfg = cfg
+        if device == "cuda" and not torch.cuda.is_available():
+            log.warning("the learner was given a GPU, but torch sees no CUDA device: using the CPU")
+            device = "cpu"
         self.device = device
         if device == "cpu":
-            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
+            torch.set_num_threads(
+                max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+            )
         self.agent = SacAeAgent(obs_shape, action_dim, cfg.agent, device=device, seed=cfg.seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()

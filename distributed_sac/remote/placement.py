@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import ray
@@ -26,12 +27,18 @@ def default_num_workers() -> int:
 def connect(cfg: TrainConfig, num_workers: int) -> bool:
     """Join `cfg.address` or start a local Ray; returns True if this process started it."""
     if cfg.address:
+        _check_reachable(cfg.address)
         try:
             ray.init(address=cfg.address, log_to_driver=True, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot reach Ray at {cfg.address!r}: {first}") from None
         return False
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
     # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
     needed = num_workers + 1
     ray.init(
@@ -41,6 +48,19 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
         logging_level=logging.WARNING,
     )
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address must be 'auto' or host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
 
 
 def learner_device(cfg: TrainConfig) -> str:
@@ -63,6 +83,17 @@ def learner_options(device: str, num_cpus: float = 1.0) -> dict:
 def on_node(node_id: str) -> NodeAffinitySchedulingStrategy:
     """Pin an actor to a node (the replay actor sits beside the learner)."""
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+
+def replay_options(node_id: str) -> dict:
+    # Restarted from its latest snapshot if it dies; callers' pending calls are retried.
+    return {
+        "name": "replay",
+        "num_cpus": 0,
+        "scheduling_strategy": on_node(node_id),
+        "max_restarts": -1,
+        "max_task_retries": -1,
+    }
 
 
 def worker_options(index: int) -> dict:
@@ -97,7 +128,8 @@ def await_placement(actors: dict[str, ray.actor.ActorHandle], probe: str, timeou
             _request_resources(len(pending))
             log.warning(
                 "%d actors wait for resources (%s); cluster has %s. Waiting up to %.0f s",
-                len(pending), ", ".join(sorted(pending.values())[:4]),
+                len(pending),
+                ", ".join(sorted(pending.values())[:4]),
                 {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
                 timeout_s,
             )

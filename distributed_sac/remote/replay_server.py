@@ -8,12 +8,14 @@ SampleToInsertRatio). All buffer work runs on the event loop thread, so it never
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from distributed_sac.checkpoint import atomic_write
 from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Batch, Chunk
 from distributed_sac.rate_limiter import RateLimiter
@@ -58,6 +60,10 @@ class ReplayServer:
         self._worker_steps: dict[int, int] = {}
         self._started = time.monotonic()
         self.telemetry = ReplayTelemetry()
+        sidecar = _sidecar(snapshot) if snapshot else None
+        if sidecar is not None and sidecar.exists() and Path(snapshot).exists():
+            # Restarted by Ray after a crash: carry on from the last snapshot's counters.
+            self.restore(json.loads(sidecar.read_text()))
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -93,7 +99,9 @@ class ReplayServer:
             self.telemetry.inserted(n)
             self.telemetry.size(len(self.buffer))
             if self._recent_versions:
-                self.telemetry.policy_lag(self.limiter.samples - float(np.mean(self._recent_versions)))
+                self.telemetry.policy_lag(
+                    self.limiter.samples - float(np.mean(self._recent_versions))
+                )
             cond.notify_all()
             return self.agent_steps, self.agent_steps >= self.total_steps
 
@@ -141,7 +149,10 @@ class ReplayServer:
         n = sum(len(c) for c in chunks)
         c0 = chunks[0]
         self.demos = ReplayBuffer(
-            max(n, self.batch_size), c0.frames.shape[1:], self.buffer.stack, c0.action.shape[1],
+            max(n, self.batch_size),
+            c0.frames.shape[1:],
+            self.buffer.stack,
+            c0.action.shape[1],
             chunk_length_hint=max(1, min(len(c) for c in chunks)),
         )
         for chunk in chunks:
@@ -157,8 +168,13 @@ class ReplayServer:
             cond.notify_all()
 
     def snapshot(self, path: str) -> int:
-        """Write the buffer atomically (on this actor's node); returns transitions saved."""
+        """Write buffer and counters atomically (on this actor's node); returns transitions saved.
+
+        A Ray restart of this actor reloads them (fault tolerance); `--resume` does too.
+        """
         self.buffer.save(path)
+        text = json.dumps(self.state()).encode()
+        atomic_write(_sidecar(path), lambda f: f.write(text))
         return len(self.buffer)
 
     def state(self) -> dict:
@@ -174,6 +190,9 @@ class ReplayServer:
         self.limiter.closed = False  # a resumed run may collect further (a larger --total-steps)
         self._episodes_total = int(state["episodes_total"])
         self.rng.bit_generator.state = state["rng"]
+
+    def ping(self) -> bool:
+        return True
 
     def stats(self) -> dict:
         """Counters for metrics; drains the episodes finished since the last call."""
@@ -193,3 +212,8 @@ class ReplayServer:
             "worker_steps": dict(self._worker_steps),
             "replay_bytes": self.buffer.nbytes,
         }
+
+
+def _sidecar(snapshot: str) -> Path:
+    """The counters file written beside a replay snapshot."""
+    return Path(snapshot).with_suffix(".json")

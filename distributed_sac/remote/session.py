@@ -11,14 +11,22 @@ import ray
 from distributed_sac.config import TrainConfig, validate
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.placement import connect, default_num_workers
-from distributed_sac.run_dir import RunDir, default_run_dir
+from distributed_sac.run_dir import RunDir, RunDirError, default_run_dir
 
 log = logging.getLogger("distributed_sac")
 
 # Fields a resumed run may change: where and how fast it runs, not what it learns.
 RESUMABLE_OVERRIDES = (
-    "total_steps", "num_workers", "envs_per_worker", "address", "device", "log_every_s",
-    "wandb", "wandb_project", "wandb_entity", "dashboard_host",
+    "total_steps",
+    "num_workers",
+    "envs_per_worker",
+    "address",
+    "device",
+    "log_every_s",
+    "wandb",
+    "wandb_project",
+    "wandb_entity",
+    "dashboard_host",
 )
 
 
@@ -40,7 +48,11 @@ def prepare(
         cfg = dataclasses.replace(cfg, num_workers=default_num_workers())
     validate(cfg)
     if not resume:
-        run = RunDir.create(Path(cfg.run_dir), cfg)
+        run = RunDir(Path(cfg.run_dir))
+        if run.exists():
+            raise RunDirError(
+                f"{run.path} already holds a run; pass --resume {run.path} to continue it"
+            )
     return cfg, run
 
 
@@ -60,8 +72,12 @@ def train(
     cfg, run = prepare(cfg, resume, cli_default)
     started = connect(cfg, cfg.num_workers)
     try:
+        if not resume:
+            run = RunDir.create(run.path, cfg)
         if started:
-            log.info("Ray dashboard: %s", ray.get_runtime_context().gcs_address and _dashboard_url())
+            log.info(
+                "Ray dashboard: %s", ray.get_runtime_context().gcs_address and _dashboard_url()
+            )
         log.info("run directory: %s", run.path)
         driver = Driver(cfg, run, resume=resume is not None)
         if demo_chunks:

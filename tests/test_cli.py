@@ -1,0 +1,122 @@
+"""Bad input on the command line: a one-line error, a non-zero exit, no traceback, no run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "SDL_VIDEODRIVER": "dummy", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+
+
+def launch_process(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture
+def launch(capsys):
+    """`launch.main` in this process (fast); returns what a subprocess run would."""
+    import launch as cli
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--env", "Atari"], ["'Atari'", "--env"]),
+        (["--num-workers", "0"], ["--num-workers must be >= 1"]),
+        (["--total-steps", "-5"], ["--total-steps must be positive"]),
+        (
+            ["--agent.batch-size", "512", "--replay.capacity", "100"],
+            ["larger than --replay.capacity"],
+        ),
+        (["--device", "cuda"], ["--device cuda"]),
+        (["--address", "127.0.0.1:1"], ["cannot reach Ray at 127.0.0.1:1"]),
+        (["--pretrain-updates", "5"], ["--pretrain-updates needs --demos"]),
+        (["--demos", "/nonexistent/demo.npz"], ["/nonexistent/demo.npz"]),
+    ],
+)
+def test_bad_train_input(launch, tmp_path, args, needles):
+    run_dir = tmp_path / "run"
+    proc = launch("train", "--preset", "tiny", "--run-dir", str(run_dir), *args)
+    assert_one_line_error(proc, *needles)
+    assert not run_dir.exists()
+
+
+def test_existing_run_dir_needs_resume(launch, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"env": "VisualPendulum"}))
+    proc = launch("train", "--preset", "tiny", "--run-dir", str(run_dir))
+    assert_one_line_error(proc, "already holds a run", "--resume")
+
+
+def test_resume_of_a_missing_run(launch, tmp_path):
+    proc = launch("train", "--resume", str(tmp_path / "nothing"))
+    assert_one_line_error(proc, "not a run directory")
+
+
+def test_eval_of_a_missing_path(launch, tmp_path):
+    proc = launch("eval", str(tmp_path / "nothing"))
+    assert_one_line_error(proc)
+
+
+def test_unknown_command(launch):
+    proc = launch("fly")
+    assert proc.returncode == 2 and "usage: launch.py" in proc.stderr
+
+
+def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
+    proc = launch_process("train", "--preset", "tiny", "--num-workers", "0")
+    assert_one_line_error(proc, "--num-workers must be >= 1")
+    assert proc.returncode == 1
+
+
+def test_help_lists_config_fields_with_their_docstrings():
+    proc = launch_process("train", "--help")
+    assert proc.returncode == 0
+    for flag in (
+        "--env",
+        "--num-workers",
+        "--envs-per-worker",
+        "--address",
+        "--total-steps",
+        "--run-dir",
+        "--seed",
+        "--device",
+        "--preset",
+        "--agent.batch-size",
+        "--replay.capacity",
+        "--resume",
+        "--demos",
+        "--pretrain-updates",
+    ):
+        assert flag in proc.stdout, flag
+    assert "Transitions per learner update." in proc.stdout
