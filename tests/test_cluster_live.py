@@ -1,4 +1,4 @@
-"""Training on a real two-node Ray cluster (two `ray start` on this machine), as docs/cluster.md says.
+"""Training on a real two-node Ray cluster (two `ray start` here), the way docs/cluster.md says.
 
 Covers joining with `--address host:port` and `ray job submit --working-dir .` under token
 authentication, both at once on the same cluster, env workers on both nodes, and a teardown

@@ -55,15 +55,8 @@ def test_metrics_jsonl_is_well_formed(finished_run):
     records = [json.loads(line) for line in lines]
     assert len(records) >= 2
     required = {
-        "env_steps",
-        "agent_steps",
-        "learner_updates",
-        "weights_version",
-        "policy_lag",
-        "replay_size",
-        "agent_steps_per_s",
-        "updates_per_s",
-        "episode_return_mean",
+        "env_steps", "agent_steps", "learner_updates", "weights_version", "policy_lag",
+        "replay_size", "agent_steps_per_s", "updates_per_s", "episode_return_mean",
     }
     for r in records:
         assert required <= set(r), required - set(r)
@@ -76,10 +69,8 @@ def test_metrics_jsonl_is_well_formed(finished_run):
 def test_replay_ratio_is_held(finished_run):
     cfg, _, record, _ = finished_run
     # The limiter's slack is one chunk of updates either side, or 10% once the run is long.
-    slack = max(
-        cfg.replay.replay_ratio * cfg.rollout.chunk_length + 1,
-        cfg.replay.ratio_tolerance * (record["agent_steps"] - cfg.replay.min_size),
-    )
+    slack = max(cfg.replay.replay_ratio * cfg.rollout.chunk_length + 1,
+                cfg.replay.ratio_tolerance * (record["agent_steps"] - cfg.replay.min_size))
     target = cfg.replay.replay_ratio * (record["agent_steps"] - cfg.replay.min_size)
     assert abs(record["learner_updates"] - target) <= slack + 3  # + samples in flight
 

@@ -7,6 +7,7 @@ the newer ones have arrived (RLlib's pull-based weight server, sample-factory's 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -89,6 +90,10 @@ class EnvWorker:
             ray.get(ref)
         return self.rollout.steps
 
+    def pid(self) -> int:
+        """This actor's process id (fault-injection tests kill it)."""
+        return os.getpid()
+
     def ready(self) -> bool:
         """Answers once the actor is placed and constructed."""
         return True
@@ -102,5 +107,6 @@ class EnvWorker:
             "steps": self.rollout.steps,
             "steps_per_s": self._steps_per_s,
             "policy_version": self.policy.version,
+            "node_id": ray.get_runtime_context().get_node_id(),
             "first_use": dict(list(self._first_use.items())[-8:]),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -183,6 +184,7 @@ class ReplayServer:
             "limiter": self.limiter.state_dict(),
             "episodes_total": self._episodes_total,
             "rng": self.rng.bit_generator.state,
+            "worker_steps": {str(k): v for k, v in self._worker_steps.items()},
         }
 
     def restore(self, state: dict) -> None:
@@ -190,6 +192,11 @@ class ReplayServer:
         self.limiter.closed = False  # a resumed run may collect further (a larger --total-steps)
         self._episodes_total = int(state["episodes_total"])
         self.rng.bit_generator.state = state["rng"]
+        self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
+
+    def pid(self) -> int:
+        """This actor's process id (fault-injection tests kill it)."""
+        return os.getpid()
 
     def ping(self) -> bool:
         return True
