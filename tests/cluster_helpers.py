@@ -182,9 +182,9 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 continue
             for p in procs:
-                if p.pid not in self.seen:
-                    self.seen[p.pid] = p
-                    self.names[p.pid] = _cmdline(p)
+                self.seen.setdefault(p.pid, p)
+                # Refreshed each time: a fork is recorded before it execs gcs_server or raylet.
+                self.names[p.pid] = _cmdline(p) or self.names.get(p.pid, "?")
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):
@@ -265,4 +265,4 @@ def _cmdline(p: psutil.Process) -> str:
     try:
         return " ".join(p.cmdline())[:160]
     except psutil.Error:
-        return "?"
+        return ""

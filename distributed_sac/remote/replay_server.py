@@ -198,8 +198,10 @@ class ReplayServer:
         """This actor's process id (fault-injection tests kill it)."""
         return os.getpid()
 
-    def ping(self) -> bool:
-        return True
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def stats(self) -> dict:
         """Counters for metrics; drains the episodes finished since the last call."""
