@@ -182,7 +182,8 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 continue
             for p in procs:
-                self.seen.setdefault(p.pid, p)
+                if p.pid not in self.seen or not self.seen[p.pid].is_running():
+                    self.seen[p.pid] = p
                 # Refreshed each time: a fork is recorded before it execs gcs_server or raylet.
                 self.names[p.pid] = _cmdline(p) or self.names.get(p.pid, "?")
 
