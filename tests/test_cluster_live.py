@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -63,9 +64,10 @@ def runs(cluster):
         tmp / "job.log",
     )  # fmt: skip
     codes = {}
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     for name, proc in (("direct", direct), ("job", job)):
         try:
-            codes[name] = proc.wait(timeout=RUN_TIMEOUT_S)
+            codes[name] = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             codes[name] = proc.wait()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
+import urllib.request
 
 import pytest
+import torch
 
 from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
@@ -28,9 +32,35 @@ def finished_run(ray_cluster, tmp_path_factory):
     )
     run = RunDir.create(tmp_path_factory.mktemp("run") / "r", cfg)
     driver = Driver(cfg, run)
-    record = driver.train()
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(record=driver.train()), daemon=True)
+    thread.start()
+    SCRAPES.extend(_scrape_while(thread.is_alive, interval=3.0))
+    thread.join(timeout=300)
     worker_stats = ray_cluster.get([w.stats.remote() for w in driver.workers])
-    return cfg, run, record, worker_stats
+    return cfg, run, outcome["record"], worker_stats
+
+
+SCRAPES: list[dict[str, float]] = []
+
+
+def _scrape_while(alive, interval: float) -> list[dict[str, float]]:
+    """Sums of each `ray_sac_*` series from the node's Prometheus endpoint, every interval."""
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    scrapes = []
+    while alive():
+        time.sleep(interval)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("ray_sac_"):
+                name, value = line.split("{")[0].split(" ")[0], float(line.rsplit(" ", 1)[1])
+                totals[name] = totals.get(name, 0.0) + value
+        scrapes.append(totals)
+    return scrapes
 
 
 def test_transitions_reach_replay_and_updates_happen(finished_run):
@@ -89,3 +119,47 @@ def test_wandb_offline_run_holds_the_run(finished_run):
     keys = {k for row in history(logs[0]) for k in row}
     for key in ("agent_steps", "episode_return_mean", "loss/critic_loss", "eval_return_mean"):
         assert key in keys, (key, sorted(keys))
+
+
+def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path):
+    import numpy as np
+    import ray
+
+    from distributed_sac.demos import demo_meta, load_demos, save_episode
+    from distributed_sac.remote.learner import Learner
+    from distributed_sac.remote.replay_server import ReplayServer
+    from distributed_sac.rollout import Rollout
+
+    cfg = tiny_preset()
+    rollout = Rollout(cfg.env, cfg.wrappers, dataclasses.replace(cfg.rollout, chunk_length=1000), 1, 5)
+    chunks = []
+    while not chunks:
+        chunks, _ = rollout.step(None, explore=True)
+    c = chunks[0]
+    meta = demo_meta(cfg.env, cfg.wrappers, seed=5)
+    save_episode(tmp_path / "ep0.npz", c.frames, c.action, c.reward, c.terminated, c.truncated, meta)
+    demos = load_demos([str(tmp_path)], cfg.env, cfg.wrappers)
+    assert len(demos) == 1 and np.array_equal(demos[0].frames, c.frames)
+
+    shape = cfg.wrappers.obs_shape
+    replay = ray.remote(ReplayServer).remote(
+        cfg.replay, shape[1:], shape[0], 1, cfg.agent.batch_size, cfg.total_steps, 0
+    )
+    learner = ray.remote(Learner).options(max_concurrency=4, num_cpus=0).remote(cfg, shape, 1, "cpu")
+    assert ray.get(replay.load_demos.remote(demos)) == len(c)
+    before = ray.get(ray.get(learner.latest_weights.remote(-1))[0])
+    assert ray.get(learner.pretrain.remote(replay, 6)) == 6
+    after = ray.get(ray.get(learner.latest_weights.remote(before.version))[0])
+    assert after.version == 6
+    moved = [k for k in before.state if not torch.equal(before.state[k], after.state[k])]
+    assert any(k.startswith("trunk") for k in moved) and any("convs" in k for k in moved)
+
+
+def test_prometheus_export_holds_our_metrics_and_they_grow(finished_run):
+    seen = [s for s in SCRAPES if "ray_sac_agent_steps_total" in s]
+    assert len(seen) >= 2, [sorted(s) for s in SCRAPES]
+    names = set().union(*seen)
+    for name in ("ray_sac_agent_steps_total", "ray_sac_env_steps_total", "ray_sac_replay_size",
+                 "ray_sac_learner_updates_total", "ray_sac_weights_version"):
+        assert name in names, sorted(names)
+    assert seen[-1]["ray_sac_agent_steps_total"] > seen[0]["ray_sac_agent_steps_total"]
