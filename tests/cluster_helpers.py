@@ -131,7 +131,8 @@ class LocalCluster:
         """Start the head and a worker node with a `worker_node` resource; wait for both."""
         deadline = time.monotonic() + timeout_s
         self.gcs_port, self.dashboard_port = free_ports(2)
-        # Ray's unix sockets live under its temp dir and AF_UNIX paths end at 107 bytes.
+        # `ray start` writes its address file here, not to /tmp/ray, so no other test's bare
+        # `ray.init()` joins this cluster; a short path because AF_UNIX paths end at 107 bytes.
         self.ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         common = [f"--num-cpus={self.cpus_per_node}", f"--object-store-memory={100 * 2**20}",
                   "--disable-usage-stats", "--block"]  # fmt: skip
@@ -237,6 +238,9 @@ class LocalCluster:
                 pass
         psutil.wait_procs(left, timeout=10)
         if self.ray_tmp:
+            logs = Path(self.ray_tmp) / "session_latest" / "logs"
+            if logs.is_dir() and not (self.tmp / "ray-logs").exists():
+                shutil.copytree(logs, self.tmp / "ray-logs")
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
         return [f"{p.pid} {self.names[p.pid]}" for p in left]
 

@@ -138,10 +138,21 @@ def test_actors_span_both_nodes(cluster, runs):
         assert names["replay"]["node_id"] == names["learner"]["node_id"]
 
 
-def test_teardown_ends_exactly_the_started_processes(cluster, runs):
+def test_teardown_ends_exactly_the_started_processes(cluster, runs, tmp_path):
     started = cluster.executables()
     # The record must hold the cluster itself, or an empty `remaining` would prove nothing.
     assert started.count("gcs_server") == 1 and started.count("raylet") == 2
-    cluster.stop()
-    assert cluster.remaining() == []
-    assert all(node.returncode is not None for node in cluster.nodes)
+    # Bystanders named like another cluster's processes, which `ray stop` would match by name.
+    bystanders = []
+    for name in ("gcs_server", "raylet"):
+        (tmp_path / name).symlink_to(shutil.which("sleep"))
+        bystanders.append(subprocess.Popen([str(tmp_path / name), "120"]))
+    try:
+        cluster.stop()
+        assert cluster.remaining() == []
+        assert all(node.returncode is not None for node in cluster.nodes)
+        assert [b.poll() for b in bystanders] == [None, None]
+    finally:
+        for b in bystanders:
+            b.kill()
+            b.wait()

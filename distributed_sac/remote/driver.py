@@ -6,8 +6,9 @@ SacAeAgent.update) -> Learner.publish -> EnvWorker pulls the new weights.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -23,6 +24,7 @@ from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.placement import (
+    HEADLESS,
     await_placement,
     learner_device,
     learner_options,
@@ -91,7 +93,12 @@ class Driver:
             log.info("resumed from %s", ckpt)
         self.evaluator = (
             ray.remote(Evaluator)
-            .options(name="evaluator", num_cpus=0, scheduling_strategy=on_node(self.node))
+            .options(
+                name="evaluator",
+                num_cpus=0,
+                scheduling_strategy=on_node(self.node),
+                runtime_env=HEADLESS,
+            )
             .remote(cfg)
         )
         self.workers = [
@@ -141,13 +148,14 @@ class Driver:
         )
         prev = {"t": time.monotonic(), **start, "learner_updates": 0, "learner_wait_s": 0.0}
         record: dict = {}
+        interrupted = _InterruptFlag()
         try:
-            while True:
+            while not interrupted.is_set():
                 waiting = list(runs) + [learner_run]
                 timeout = max(0.0, next_log - time.monotonic())
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
                 for ref in ready:
-                    if ref is learner_run:
+                    if ref == learner_run:
                         self._check(ref)
                         learner_run = None
                     else:
@@ -166,13 +174,14 @@ class Driver:
                     if steps >= next_ckpt:
                         self.checkpoint(steps)
                         next_ckpt += cfg.checkpoint_every
-            if self._eval is not None:
+            if interrupted.is_set():
+                progress.write("interrupted: stopping workers and writing a final checkpoint")
+                self._stop_all(learner_run, runs)
+            elif self._eval is not None:
                 self._last_eval = ray.get(self._eval)
                 self._eval = None
-        except KeyboardInterrupt:
-            progress.write("interrupted: stopping workers and writing a final checkpoint")
-            self._stop_all(learner_run, runs)
         finally:
+            interrupted.restore()
             progress.close()
         try:
             record, _ = self._log(prev, None)
@@ -293,9 +302,23 @@ class Driver:
         return path
 
 
-def resolve_workers(cfg: TrainConfig) -> TrainConfig:
-    from distributed_sac.remote.placement import default_num_workers
+class _InterruptFlag:
+    """First Ctrl-C asks the loop to stop cleanly; a second one interrupts at once."""
 
-    if cfg.num_workers is None:
-        return dataclasses.replace(cfg, num_workers=default_num_workers())
-    return cfg
+    def __init__(self) -> None:
+        self._set = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self._set:
+            raise KeyboardInterrupt
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

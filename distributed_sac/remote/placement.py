@@ -50,6 +50,10 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
     return True
 
 
+# Env workers and the evaluator render off-screen; without a display SDL would complain.
+HEADLESS = {"env_vars": {"SDL_VIDEODRIVER": "dummy"}}
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
     if address == "auto" or "://" in address:
@@ -104,6 +108,7 @@ def worker_options(index: int) -> dict:
         "max_concurrency": 2,
         "max_restarts": -1,
         "scheduling_strategy": "SPREAD",
+        "runtime_env": HEADLESS,
     }
 
 
