@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from distributed_sac.atomic import atomic_write
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
@@ -17,21 +17,6 @@ _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or was written by an incompatible config."""
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(fileobj)` on a temporary file in `path`'s folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_path(folder: Path, agent_steps: int) -> Path:

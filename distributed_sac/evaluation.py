@@ -8,7 +8,7 @@ from typing import NamedTuple
 import imageio.v2 as imageio
 import numpy as np
 
-from distributed_sac.checkpoint import atomic_write
+from distributed_sac.atomic import atomic_write
 from distributed_sac.config import EnvConfig
 from distributed_sac.envs import make_env
 from distributed_sac.rollout import ActsOnBatches

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import collections
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from distributed_sac.atomic import atomic_write
 from distributed_sac.data import Batch, Chunk, validate_chunk
 
 _TRANSITION_DTYPES = {
@@ -271,23 +270,8 @@ class ReplayBuffer:
 
     def save(self, path: str | Path) -> None:
         """Write ``state_dict`` atomically: a temp file in the same folder, fsync, os.replace."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            # The rename itself is durable only once the folder entry is flushed too.
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        state = self.state_dict()
+        atomic_write(Path(path), lambda f: np.savez(f, **state))
 
     @classmethod
     def load(cls, path: str | Path) -> ReplayBuffer:

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from distributed_sac.checkpoint import atomic_write
+from distributed_sac.atomic import atomic_write
 from distributed_sac.config import TrainConfig
 
 CONFIG = "config.json"

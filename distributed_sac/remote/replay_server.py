@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distributed_sac.checkpoint import atomic_write
+from distributed_sac.atomic import atomic_write
 from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Batch, Chunk
 from distributed_sac.rate_limiter import RateLimiter
