@@ -24,7 +24,7 @@ class TrainCommand:
         default_factory=TrainConfig
     )
     preset: Literal["full", "tiny"] = "full"
-    """Defaults to start from: full (the spec) or tiny (small images and networks, CPU smoke runs)."""
+    """Defaults to start from: full (the spec) or tiny (small images/networks, CPU smoke runs)."""
     resume: str | None = None
     """Continue the run in this directory from its latest checkpoint."""
     demos: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ Examples:
 
     python -m benchmarks.collection_throughput --env VisualPendulum CarRacing --preset tiny \
         --max-workers 2 --seconds 20 --json bench_out/collection_throughput.json
-    python -m benchmarks.collection_throughput --preset full --idle-updates 40
+    python -m benchmarks.collection_throughput --preset full --idle-seconds 90
 """
 
 # ruff: noqa: E402 (thread caps must precede the numpy import)
@@ -36,6 +36,7 @@ import dataclasses
 import json
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -170,15 +171,19 @@ def broadcast(cfg: TrainConfig, n: int, seconds: float, warmup: float, ratio: fl
     }
 
 
-def learner_idle(cfg: TrainConfig, n: int, updates: int, out: Path) -> dict:
-    """A Driver run at replay ratio 1; idle fraction of the learner once it updates."""
+def learner_idle(cfg: TrainConfig, n: int, seconds: float, out: Path) -> dict:
+    """A Driver run at replay ratio 1 for ``seconds``; the learner's idle fraction meanwhile.
+
+    Collection never ends by itself (a finished collection closes replay, after which the
+    learner drains without waiting and would look busy), so the run is stopped by time.
+    """
     cfg = dataclasses.replace(
         cfg,
         num_workers=n,
         learner_cpus=1.0,
-        total_steps=cfg.agent.batch_size + updates,
+        total_steps=NEVER,
         checkpoint_every=NEVER,
-        log_every_s=2.0,
+        log_every_s=5.0,
         wandb="disabled",
         replay=dataclasses.replace(cfg.replay, replay_ratio=1.0, min_size=cfg.agent.batch_size),
         eval=dataclasses.replace(cfg.eval, every=0),
@@ -186,18 +191,28 @@ def learner_idle(cfg: TrainConfig, n: int, updates: int, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir.create(Path(tempfile.mkdtemp(prefix="idle-", dir=out)) / "run", cfg)
     driver = Driver(cfg, run)
-    driver.train()
+    thread = threading.Thread(target=driver.train, daemon=True)
+    thread.start()
+    time.sleep(seconds)
+    stopped = time.time()
     lstats = ray.get(driver.learner.stats.remote())
+    for w in driver.workers:
+        w.stop.remote()
+    ray.get(driver.replay.close.remote())
+    driver.learner.stop.remote()
+    thread.join(timeout=120)
     for actor in (driver.learner, driver.replay, driver.evaluator, *driver.workers):
         ray.kill(actor)
-    # The last record covers the drain after collection ends, the first the wait for min_size.
-    records = [r for r in run.read_metrics()[:-1] if r["learner_updates"] > 0][1:]
+    # The first updating record includes the wait for min_size.
+    records = [r for r in run.read_metrics() if r["learner_updates"] > 0 and r["time"] <= stopped]
+    records = records[1:]
     update_s = lstats["learner_update_s"] / max(1, lstats["learner_updates"])
     return {
         "idle_frac": _mean([r["learner_idle_frac"] for r in records]),
         "agent_steps_per_s": _mean([r["agent_steps_per_s"] for r in records]),
         "updates_per_s": _mean([r["updates_per_s"] for r in records]),
         "learner_max_updates_per_s": 1.0 / update_s if update_s > 0 else None,
+        "learner_updates": lstats["learner_updates"],
         "records": len(records),
         "run": str(run.path),
     }
@@ -254,10 +269,10 @@ def main() -> None:
         help="replay ratio of the broadcast phase (default tiny 0.05, full 0.005)",
     )
     parser.add_argument(
-        "--idle-updates",
-        type=int,
-        default=None,
-        help="learner updates of the idle run (default tiny 1500, full 40)",
+        "--idle-seconds",
+        type=float,
+        default=60.0,
+        help="length of the replay-ratio-1 run (full networks on CPU: 1-3 s per update)",
     )
     parser.add_argument(
         "--out",
@@ -275,6 +290,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
     ray.init(
+        address="local",
         num_cpus=max(cores, args.max_workers + 1),
         include_dashboard=False,
         logging_level="ERROR",
@@ -296,8 +312,7 @@ def main() -> None:
                     workers.append(w)
                 ratio = args.broadcast_ratio or (0.05 if preset == "tiny" else 0.005)
                 bcast = broadcast(cfg, args.max_workers, args.seconds, args.warmup, ratio)
-                updates = args.idle_updates or (1500 if preset == "tiny" else 40)
-                idle = learner_idle(cfg, args.max_workers, updates, args.out)
+                idle = learner_idle(cfg, args.max_workers, args.idle_seconds, args.out)
                 # At ratio 1 workers keep up when, unthrottled, they out-collect the learner.
                 fastest = idle["learner_max_updates_per_s"] or 0.0
                 idle["workers_keep_up"] = workers[-1]["aggregate"] >= fastest

@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -32,7 +33,6 @@ import ray
 
 from distributed_sac.config import TrainConfig, tiny_preset
 from distributed_sac.remote.driver import Driver
-from distributed_sac.remote.placement import connect
 from distributed_sac.remote.session import prepare
 from distributed_sac.run_dir import RunDir
 
@@ -70,8 +70,15 @@ PRESETS = {"pendulum-cpu": pendulum_cpu_preset, "tiny": tiny_preset, "full": Tra
 def run_one(cfg: TrainConfig) -> Path:
     """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir."""
     cfg, run = prepare(cfg, None)
-    connect(cfg, cfg.num_workers)
+    # address="local": a bare ray.init joins any cluster `ray start` left on this machine.
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, cfg.num_workers + math.ceil(cfg.learner_cpus)),
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
     try:
+        run = RunDir.create(run.path, cfg)
         driver = Driver(cfg, run)
         record = driver.train()
         found = ray.get(driver.learner.latest_weights.remote(-1))

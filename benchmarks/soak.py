@@ -120,6 +120,7 @@ def main() -> None:
     run = RunDir.create(args.out / time.strftime("soak-%Y%m%d-%H%M%S"), cfg)
     cores = os.cpu_count() or 1
     context = ray.init(
+        address="local",
         num_cpus=max(cores, args.workers + 1),
         include_dashboard=True,
         logging_level="ERROR",

@@ -221,11 +221,13 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.agent.batch_size >= 1, f"--agent.batch-size must be >= 1, got {cfg.agent.batch_size}"),
         (
             cfg.agent.batch_size <= cfg.replay.capacity,
-            f"--agent.batch-size {cfg.agent.batch_size} is larger than --replay.capacity {cfg.replay.capacity}",
+            f"--agent.batch-size {cfg.agent.batch_size} is larger than "
+            f"--replay.capacity {cfg.replay.capacity}",
         ),
         (
             cfg.agent.batch_size <= cfg.replay.min_size <= cfg.replay.capacity,
-            f"--replay.min-size must lie between the batch size {cfg.agent.batch_size} and the capacity {cfg.replay.capacity}, got {cfg.replay.min_size}",
+            f"--replay.min-size must lie between the batch size {cfg.agent.batch_size} and "
+            f"the capacity {cfg.replay.capacity}, got {cfg.replay.min_size}",
         ),
         (
             cfg.replay.replay_ratio > 0,

@@ -86,6 +86,9 @@ def cluster_env(token: str) -> dict[str, str]:
         RAY_USAGE_STATS_ENABLED="0",
         # A node drains for 30 s on SIGTERM by default (ray_constants); nothing here needs it.
         RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+        # On a shared 2-core machine at load 20-30 the GCS once declared a busy node dead after
+        # the default 5 missed health checks (3 s apart); allow 20.
+        RAY_health_check_failure_threshold="20",
     )
     return env
 
@@ -127,7 +130,7 @@ class LocalCluster:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start(self, timeout_s: float = 90.0) -> None:
+    def start(self, timeout_s: float = 120.0) -> None:
         """Start the head and a worker node with a `worker_node` resource; wait for both."""
         deadline = time.monotonic() + timeout_s
         self.gcs_port, self.dashboard_port = free_ports(2)

@@ -85,8 +85,15 @@ def test_metrics_jsonl_is_well_formed(finished_run):
     records = [json.loads(line) for line in lines]
     assert len(records) >= 2
     required = {
-        "env_steps", "agent_steps", "learner_updates", "weights_version", "policy_lag",
-        "replay_size", "agent_steps_per_s", "updates_per_s", "episode_return_mean",
+        "env_steps",
+        "agent_steps",
+        "learner_updates",
+        "weights_version",
+        "policy_lag",
+        "replay_size",
+        "agent_steps_per_s",
+        "updates_per_s",
+        "episode_return_mean",
     }
     for r in records:
         assert required <= set(r), required - set(r)
@@ -99,8 +106,10 @@ def test_metrics_jsonl_is_well_formed(finished_run):
 def test_replay_ratio_is_held(finished_run):
     cfg, _, record, _ = finished_run
     # The limiter's slack is one chunk of updates either side, or 10% once the run is long.
-    slack = max(cfg.replay.replay_ratio * cfg.rollout.chunk_length + 1,
-                cfg.replay.ratio_tolerance * (record["agent_steps"] - cfg.replay.min_size))
+    slack = max(
+        cfg.replay.replay_ratio * cfg.rollout.chunk_length + 1,
+        cfg.replay.ratio_tolerance * (record["agent_steps"] - cfg.replay.min_size),
+    )
     target = cfg.replay.replay_ratio * (record["agent_steps"] - cfg.replay.min_size)
     assert abs(record["learner_updates"] - target) <= slack + 3  # + samples in flight
 
@@ -131,13 +140,17 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     from distributed_sac.rollout import Rollout
 
     cfg = tiny_preset()
-    rollout = Rollout(cfg.env, cfg.wrappers, dataclasses.replace(cfg.rollout, chunk_length=1000), 1, 5)
+    rollout = Rollout(
+        cfg.env, cfg.wrappers, dataclasses.replace(cfg.rollout, chunk_length=1000), 1, 5
+    )
     chunks = []
     while not chunks:
         chunks, _ = rollout.step(None, explore=True)
     c = chunks[0]
     meta = demo_meta(cfg.env, cfg.wrappers, seed=5)
-    save_episode(tmp_path / "ep0.npz", c.frames, c.action, c.reward, c.terminated, c.truncated, meta)
+    save_episode(
+        tmp_path / "ep0.npz", c.frames, c.action, c.reward, c.terminated, c.truncated, meta
+    )
     demos = load_demos([str(tmp_path)], cfg.env, cfg.wrappers)
     assert len(demos) == 1 and np.array_equal(demos[0].frames, c.frames)
 
@@ -145,7 +158,9 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     replay = ray.remote(ReplayServer).remote(
         cfg.replay, shape[1:], shape[0], 1, cfg.agent.batch_size, cfg.total_steps, 0
     )
-    learner = ray.remote(Learner).options(max_concurrency=4, num_cpus=0).remote(cfg, shape, 1, "cpu")
+    learner = (
+        ray.remote(Learner).options(max_concurrency=4, num_cpus=0).remote(cfg, shape, 1, "cpu")
+    )
     assert ray.get(replay.load_demos.remote(demos)) == len(c)
     before = ray.get(ray.get(learner.latest_weights.remote(-1))[0])
     assert ray.get(learner.pretrain.remote(replay, 6)) == 6
@@ -159,7 +174,12 @@ def test_prometheus_export_holds_our_metrics_and_they_grow(finished_run):
     seen = [s for s in SCRAPES if "ray_sac_agent_steps_total" in s]
     assert len(seen) >= 2, [sorted(s) for s in SCRAPES]
     names = set().union(*seen)
-    for name in ("ray_sac_agent_steps_total", "ray_sac_env_steps_total", "ray_sac_replay_size",
-                 "ray_sac_learner_updates_total", "ray_sac_weights_version"):
+    for name in (
+        "ray_sac_agent_steps_total",
+        "ray_sac_env_steps_total",
+        "ray_sac_replay_size",
+        "ray_sac_learner_updates_total",
+        "ray_sac_weights_version",
+    ):
         assert name in names, sorted(names)
     assert seen[-1]["ray_sac_agent_steps_total"] > seen[0]["ray_sac_agent_steps_total"]

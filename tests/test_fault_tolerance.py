@@ -38,8 +38,8 @@ def faulty_run(ray_cluster, tmp_path_factory):
         cfg,
         num_workers=2,
         learner_cpus=0,
-        total_steps=700,
-        checkpoint_every=150,
+        total_steps=500,
+        checkpoint_every=120,
         log_every_s=0.3,
         wandb="disabled",
         eval=dataclasses.replace(cfg.eval, every=0),
@@ -74,7 +74,9 @@ def test_run_completes_and_counts_the_restart(faulty_run):
     cfg, _, record, _, _ = faulty_run
     assert record["agent_steps"] >= cfg.total_steps
     assert record["worker_restarts"] >= 1
-    assert record["learner_updates"] == int(cfg.replay.replay_ratio * (cfg.total_steps - cfg.replay.min_size))
+    assert record["learner_updates"] == int(
+        cfg.replay.replay_ratio * (cfg.total_steps - cfg.replay.min_size)
+    )
 
 
 def test_replay_came_back_from_its_snapshot(faulty_run):

@@ -36,7 +36,11 @@ def placed(two_nodes, tmp_path_factory):
     _, gpu_node = two_nodes
     cfg = tiny_preset()
     cfg = dataclasses.replace(
-        cfg, num_workers=2, learner_cpus=0, total_steps=120, wandb="disabled",
+        cfg,
+        num_workers=2,
+        learner_cpus=0,
+        total_steps=120,
+        wandb="disabled",
         eval=dataclasses.replace(cfg.eval, every=0),
     )
     run = RunDir.create(tmp_path_factory.mktemp("placement") / "run", cfg)

@@ -63,7 +63,7 @@ def test_evaluate_returns_match_stock_pendulum_and_video_decodes(tmp_path):
     np.testing.assert_allclose(result.returns, expected, rtol=1e-6)
     frames = decode(video)
     assert len(frames) == 10
-    assert {(f.shape, f.dtype) for f in frames} == {(PENDULUM_FRAME, np.uint8)}
+    assert {(f.shape, f.dtype.str) for f in frames} == {(PENDULUM_FRAME, "|u1")}
     assert result.video == str(video)
 
 

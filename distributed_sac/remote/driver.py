@@ -121,6 +121,7 @@ class Driver:
             config_to_dict(cfg),
             resume_id=saved_run_id(run.path) if resume else None,
         )
+        self._last_checkpoint = -1
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
         self._last_eval: dict | None = None
@@ -185,7 +186,8 @@ class Driver:
             progress.close()
         try:
             record, _ = self._log(prev, None)
-            self.checkpoint(record["agent_steps"])
+            if record["agent_steps"] != self._last_checkpoint:
+                self.checkpoint(record["agent_steps"])
         finally:
             self.wandb.finish()
         return record
@@ -299,6 +301,7 @@ class Driver:
             self.cfg.keep_checkpoints,
         )
         log.info("checkpoint %s", path)
+        self._last_checkpoint = agent_steps
         return path
 
 

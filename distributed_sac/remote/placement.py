@@ -128,11 +128,11 @@ def await_placement(actors: dict[str, ray.actor.ActorHandle], probe: str, timeou
             pending.pop(ref)
         if not pending:
             return
-        if not asked:
+        if not asked and time.monotonic() > deadline - timeout_s + 20.0:
             asked = True
             _request_resources(len(pending))
             log.warning(
-                "%d actors wait for resources (%s); cluster has %s. Waiting up to %.0f s",
+                "%d actors not placed after 20 s (%s); cluster has %s. Waiting up to %.0f s",
                 len(pending),
                 ", ".join(sorted(pending.values())[:4]),
                 {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")},
@@ -142,7 +142,8 @@ def await_placement(actors: dict[str, ray.actor.ActorHandle], probe: str, timeou
             raise ClusterError(
                 f"{len(pending)} actors could not be placed within {timeout_s:.0f} s "
                 f"({', '.join(sorted(pending.values())[:4])}); the cluster offers "
-                f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs: lower --num-workers or add nodes"
+                f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs: "
+                "lower --num-workers or add nodes"
             )
 
 
