@@ -28,7 +28,9 @@ class Chunk(NamedTuple):
     weights_version: int = -1
     """Version of the policy weights that chose the actions (-1: random exploration)."""
 
-    def __len__(self) -> int:  # type: ignore[override]
+    @property
+    def num_transitions(self) -> int:
+        """T: transitions in the chunk (``len`` would count the tuple's fields)."""
         return int(self.action.shape[0])
 
 

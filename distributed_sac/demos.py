@@ -73,7 +73,7 @@ def save_episode(
     full_meta = {
         **meta,
         "format_version": FORMAT_VERSION,
-        "length": len(chunk),
+        "length": chunk.num_transitions,
         "episode_return": float(np.sum(rewards, dtype=np.float64)),
     }
     arrays = {name: getattr(chunk, name) for name in ARRAYS[:-1]}

@@ -135,7 +135,7 @@ class ReplayBuffer:
     def add(self, chunk: Chunk) -> None:
         """Store a chunk, first evicting the oldest whole chunks until both rings have room."""
         validate_chunk(chunk, self.frame_shape, self.stack, self.action_dim)
-        t = len(chunk)
+        t = chunk.num_transitions
         if t > self.capacity:
             raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
         nf = t + self.stack

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 import torch
 
-from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
+from tests.conftest import tiny_ray_config
 from tests.wandb_records import history
 
 pytestmark = pytest.mark.ray
@@ -21,15 +21,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
-    cfg = tiny_preset()
-    cfg = dataclasses.replace(
-        cfg,
-        num_workers=2,
-        learner_cpus=0,
-        total_steps=300,
-        log_every_s=0.5,
-        eval=dataclasses.replace(cfg.eval, every=150, video=False),
-    )
+    cfg = tiny_ray_config(eval_every=150, total_steps=300, log_every_s=0.5, wandb="offline")
     run = RunDir.create(tmp_path_factory.mktemp("run") / "r", cfg)
     driver = Driver(cfg, run)
     outcome: dict = {}
@@ -139,7 +131,7 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     from distributed_sac.remote.replay_server import ReplayServer
     from distributed_sac.rollout import Rollout
 
-    cfg = tiny_preset()
+    cfg = tiny_ray_config()
     rollout = Rollout(
         cfg.env, cfg.wrappers, dataclasses.replace(cfg.rollout, chunk_length=1000), 1, 5
     )
@@ -161,7 +153,7 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     learner = (
         ray.remote(Learner).options(max_concurrency=4, num_cpus=0).remote(cfg, shape, 1, "cpu")
     )
-    assert ray.get(replay.load_demos.remote(demos)) == len(c)
+    assert ray.get(replay.load_demos.remote(demos)) == c.num_transitions
     before = ray.get(ray.get(learner.latest_weights.remote(-1))[0])
     assert ray.get(learner.pretrain.remote(replay, 6)) == 6
     after = ray.get(ray.get(learner.latest_weights.remote(before.version))[0])

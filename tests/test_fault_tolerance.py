@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -11,9 +10,9 @@ import time
 
 import pytest
 
-from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
+from tests.conftest import tiny_ray_config
 
 pytestmark = pytest.mark.ray
 
@@ -33,17 +32,7 @@ def _last_steps(run: RunDir) -> int:
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_cluster, tmp_path_factory):
-    cfg = tiny_preset()
-    cfg = dataclasses.replace(
-        cfg,
-        num_workers=2,
-        learner_cpus=0,
-        total_steps=500,
-        checkpoint_every=120,
-        log_every_s=0.3,
-        wandb="disabled",
-        eval=dataclasses.replace(cfg.eval, every=0),
-    )
+    cfg = tiny_ray_config(total_steps=500, checkpoint_every=120, log_every_s=0.3)
     run = RunDir.create(tmp_path_factory.mktemp("faults") / "run", cfg)
     driver = Driver(cfg, run)
     outcome: dict = {}

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
+from tests.conftest import tiny_ray_config
 
 pytestmark = pytest.mark.ray
 
@@ -34,15 +32,7 @@ def two_nodes():
 @pytest.fixture(scope="module")
 def placed(two_nodes, tmp_path_factory):
     _, gpu_node = two_nodes
-    cfg = tiny_preset()
-    cfg = dataclasses.replace(
-        cfg,
-        num_workers=2,
-        learner_cpus=0,
-        total_steps=120,
-        wandb="disabled",
-        eval=dataclasses.replace(cfg.eval, every=0),
-    )
+    cfg = tiny_ray_config(total_steps=120)
     run = RunDir.create(tmp_path_factory.mktemp("placement") / "run", cfg)
     driver = Driver(cfg, run)
     record = driver.train()

@@ -79,7 +79,7 @@ class ReplayServer:
         self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats]
     ) -> tuple[int, bool]:
         """Insert chunks once the limiter allows; returns (agent steps so far, collection done)."""
-        n = sum(len(c) for c in chunks)
+        n = sum(c.num_transitions for c in chunks)
         cond = self._condition()
         async with cond:
             t0 = time.monotonic()
@@ -147,14 +147,14 @@ class ReplayServer:
 
     def load_demos(self, chunks: list[Chunk]) -> int:
         """Keep demonstrations in their own buffer, sampled at `demo_fraction` of each batch."""
-        n = sum(len(c) for c in chunks)
+        n = sum(c.num_transitions for c in chunks)
         c0 = chunks[0]
         self.demos = ReplayBuffer(
             max(n, self.batch_size),
             c0.frames.shape[1:],
             self.buffer.stack,
             c0.action.shape[1],
-            chunk_length_hint=max(1, min(len(c) for c in chunks)),
+            chunk_length_hint=max(1, min(c.num_transitions for c in chunks)),
         )
         for chunk in chunks:
             self.demos.add(chunk)
