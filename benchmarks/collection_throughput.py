@@ -12,9 +12,10 @@ Four measurements per (env, preset):
   the latency from ``Learner.publish`` (``publish_times``) to a worker loading those weights
   (``first_use``); it includes the worker's poll interval (``weights_poll_every`` steps).
   Both clocks are ``time.time()`` of one machine.
-* idle: a real ``Driver`` run at replay ratio 1 with --max-workers workers; the learner's
-  mean ``learner_idle_frac`` from metrics.jsonl once it updates, and whether the workers
-  kept up (agent steps/s against the learner's own update rate).
+* idle: a real ``Driver`` run at replay ratio 1 with --max-workers workers for
+  --idle-seconds; the learner's mean ``learner_idle_frac`` from metrics.jsonl once it
+  updates, and whether the workers keep up (their unthrottled aggregate against the
+  learner's own update rate, 1 / mean update time).
 
 Examples:
 
@@ -40,6 +41,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 
@@ -161,13 +163,13 @@ def broadcast(cfg: TrainConfig, n: int, seconds: float, warmup: float, ratio: fl
         time.sleep(0.25)
     stop_actors(learner, replay, workers, runs)
     lat = [seen[v] - published[v] for seen in used for v in seen if v in published and v > 0]
-    lat_ms = sorted(1e3 * x for x in lat)
+    lat_ms = np.array(lat) * 1e3
     return {
         "versions_published": len([v for v in published if v > 0]),
         "latencies": len(lat_ms),
-        "median_ms": statistics.median(lat_ms) if lat_ms else None,
-        "p90_ms": lat_ms[int(0.9 * (len(lat_ms) - 1))] if lat_ms else None,
-        "max_ms": lat_ms[-1] if lat_ms else None,
+        "median_ms": float(np.median(lat_ms)) if len(lat_ms) else None,
+        "p90_ms": float(np.percentile(lat_ms, 90)) if len(lat_ms) else None,
+        "max_ms": float(lat_ms.max()) if len(lat_ms) else None,
     }
 
 

@@ -8,8 +8,9 @@ agent steps and against wall-clock minutes (every run overlaid), and ``summary.j
 steps and minutes to reach ``--threshold``, final eval return, replay ratio held). Minutes of
 an evaluation are the wall clock when its weights were taken, from the run's start.
 
-The ``pendulum-cpu`` preset (``pendulum_cpu_preset``) is sized to reach -250 on VisualPendulum
-within 20k agent steps and 30 minutes on 2 CPU cores with 2 workers. Examples:
+The ``pendulum-cpu`` preset (``pendulum_cpu_preset``) fits 20k agent steps of VisualPendulum
+into 30 minutes on 2 CPU cores with 2 workers; it aims at -250 there (not yet reached: see
+docs/benchmarks.md). Examples:
 
     python -m benchmarks.learning --preset pendulum-cpu --workers 2 \
         --out bench_out/learning_pendulum_cpu
@@ -38,7 +39,7 @@ from distributed_sac.run_dir import RunDir
 
 
 def pendulum_cpu_preset() -> TrainConfig:
-    """VisualPendulum sized for 2 CPU cores: -250 within 20k agent steps and 30 minutes.
+    """VisualPendulum sized for 2 CPU cores: 20k agent steps in 30 minutes, aiming at -250.
 
     One CPU update of the spec's network (84x84, 32 filters, batch 128) takes about a second
     (SPEC.md, Costs), so 20k of them would take hours. At 48x48 with 16 filters the conv work

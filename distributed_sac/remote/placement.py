@@ -42,6 +42,7 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
     # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
     needed = num_workers + 1
     ray.init(
+        address="local",  # a new local Ray, even when `ray start` runs one on this machine
         num_cpus=max(os.cpu_count() or 1, needed),
         include_dashboard=True,
         dashboard_host=cfg.dashboard_host,
