@@ -10,6 +10,17 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run fastest, and most repeatably, on one torch thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A 2-CPU local Ray for the module, always shut down."""

@@ -21,12 +21,7 @@ ACTION_DIM = 2
 CFG = AgentConfig(num_conv_layers=2, num_filters=8, latent_dim=16, hidden_dim=32, batch_size=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

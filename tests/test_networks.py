@@ -19,13 +19,7 @@ from distributed_sac.networks import (
     squashed_sample,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(("size", "layers", "filters"), [(32, 2, 8), (33, 2, 8), (84, 4, 32)])
