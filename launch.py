@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -14,6 +15,7 @@ import tyro
 from distributed_sac.config import PRESETS, TrainConfig, validate
 
 log = logging.getLogger("distributed_sac")
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 
 @dataclass
