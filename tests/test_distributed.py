@@ -21,13 +21,13 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
-    cfg = tiny_ray_config(eval_every=150, total_steps=300, log_every_s=0.5, wandb="offline")
+    cfg = tiny_ray_config(eval_every=150, total_steps=400, log_every_s=0.5, wandb="offline")
     run = RunDir.create(tmp_path_factory.mktemp("run") / "r", cfg)
     driver = Driver(cfg, run)
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(record=driver.train()), daemon=True)
     thread.start()
-    SCRAPES.extend(_scrape_while(thread.is_alive, interval=3.0))
+    SCRAPES.extend(_scrape_while(thread.is_alive, interval=1.0))
     thread.join(timeout=300)
     worker_stats = ray_cluster.get([w.stats.remote() for w in driver.workers])
     return cfg, run, outcome["record"], worker_stats
