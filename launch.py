@@ -25,8 +25,9 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=TrainConfig
     )
-    preset: Literal["full", "tiny"] = "full"
-    """Defaults to start from: full (the spec) or tiny (small images/networks, CPU smoke runs)."""
+    preset: Literal["full", "tiny", "pendulum-cpu"] = "full"
+    """Defaults to start from: full (the spec), tiny (small images/networks, CPU smoke runs) or
+    pendulum-cpu (VisualPendulum sized to learn on 2 CPU cores in 30 minutes)."""
     resume: str | None = None
     """Continue the run in this directory from its latest checkpoint."""
     demos: tuple[str, ...] = ()

@@ -8,9 +8,10 @@ agent steps and against wall-clock minutes (every run overlaid), and ``summary.j
 steps and minutes to reach ``--threshold``, final eval return, replay ratio held). Minutes of
 an evaluation are the wall clock when its weights were taken, from the run's start.
 
-The ``pendulum-cpu`` preset (``pendulum_cpu_preset``) fits 20k agent steps of VisualPendulum
-into 30 minutes on 2 CPU cores with 2 workers; it aims at -250 there (not yet reached: see
-docs/benchmarks.md). Examples:
+The ``pendulum-cpu`` preset (``distributed_sac.config.pendulum_cpu_preset``, also
+``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
+ratio 1 into about 30 minutes on 2 CPU cores with 2 workers; the target there is -250 (see
+docs/benchmarks.md for what it reached). Examples:
 
     python -m benchmarks.learning --preset pendulum-cpu --workers 2 \
         --out bench_out/learning_pendulum_cpu
@@ -32,40 +33,10 @@ from pathlib import Path
 
 import ray
 
-from distributed_sac.config import TrainConfig, tiny_preset
+from distributed_sac.config import PRESETS, TrainConfig
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.session import prepare
 from distributed_sac.run_dir import RunDir
-
-
-def pendulum_cpu_preset() -> TrainConfig:
-    """VisualPendulum sized for 2 CPU cores: 20k agent steps in 30 minutes, aiming at -250.
-
-    One CPU update of the spec's network (84x84, 32 filters, batch 128) takes about a second
-    (SPEC.md, Costs), so 20k of them would take hours. At 48x48 with 16 filters the conv work
-    falls about 12-fold (area x filters^2) and an update takes about 0.15 s on one core; replay
-    ratio 0.5 then gives 10k updates, the budget in which the seed project solved Pendulum.
-    Exploration and min_size follow the seed's small-env practice of ~1k random steps.
-    """
-    base = TrainConfig()
-    return dataclasses.replace(
-        base,
-        env="VisualPendulum",
-        num_workers=2,
-        total_steps=20_000,
-        wrappers=dataclasses.replace(base.wrappers, image_size=48),
-        agent=dataclasses.replace(base.agent, num_filters=16, hidden_dim=512, batch_size=128),
-        replay=dataclasses.replace(base.replay, capacity=100_000, min_size=1_000, replay_ratio=0.5),
-        rollout=dataclasses.replace(base.rollout, exploration_steps=1_000),
-        eval=dataclasses.replace(base.eval, every=2_000, episodes=10, video=False),
-        weights_publish_every=50,
-        checkpoint_every=10_000,
-        log_every_s=5.0,
-        wandb="disabled",
-    )
-
-
-PRESETS = {"pendulum-cpu": pendulum_cpu_preset, "tiny": tiny_preset, "full": TrainConfig}
 
 
 def run_one(cfg: TrainConfig) -> Path:

@@ -120,3 +120,29 @@ def test_help_lists_config_fields_with_their_docstrings():
     ):
         assert flag in proc.stdout, flag
     assert "Transitions per learner update." in proc.stdout
+
+
+@pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu"])
+def test_every_preset_parses_and_flags_override_it(preset):
+    import dataclasses
+
+    import launch as cli
+    from distributed_sac.config import PRESETS
+
+    cmd = cli.parse_train(["--preset", preset, "--total-steps", "123", "--agent.tau", "0.02"])
+    expected = PRESETS[preset]()
+    assert cmd.preset == preset
+    assert cmd.config.total_steps == 123
+    assert cmd.config.agent.tau == 0.02
+    assert cmd.config.wrappers == expected.wrappers
+    assert dataclasses.replace(cmd.config.agent, tau=expected.agent.tau) == expected.agent
+
+
+def test_preset_choices_match_the_presets():
+    import typing
+
+    import launch as cli
+    from distributed_sac.config import PRESETS
+
+    hint = typing.get_type_hints(cli.TrainCommand)["preset"]
+    assert set(typing.get_args(hint)) == set(PRESETS)
