@@ -172,7 +172,10 @@ def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
             writer.writeheader()
             writer.writerows(curve)
         summary = summarize(path, curve, threshold)
-        curves[f"{summary['env']} {summary['num_workers']} workers ({path.name})"] = curve
+        curves[
+            f"{summary['env']} {summary['num_workers']} workers, replay ratio "
+            f"{summary['replay_ratio_target']:g} ({path.parent.name}/{path.name})"
+        ] = curve
         summaries.append(summary)
     plot(curves, threshold, out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summaries, indent=2))

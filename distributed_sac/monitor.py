@@ -33,14 +33,18 @@ class Progress:
             else None
         )
         self._last = initial
+        self._eval: float | None = None
 
     def update(self, record: dict[str, Any]) -> None:
         steps = int(record["agent_steps"])
+        # An evaluation lands in one record; keep showing it until the next one.
+        if record.get("eval_return_mean") is not None:
+            self._eval = record["eval_return_mean"]
         short = {
             "sps": record.get("agent_steps_per_s"),
             "ups": record.get("updates_per_s"),
             "ret": record.get("episode_return_mean"),
-            "eval": record.get("eval_return_mean"),
+            "eval": self._eval,
         }
         if self._bar is not None:
             self._bar.update(max(0, steps - self._last))
