@@ -10,7 +10,7 @@ an evaluation are the wall clock when its weights were taken, from the run's sta
 
 The ``pendulum-cpu`` preset (``distributed_sac.config.pendulum_cpu_preset``, also
 ``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
-ratio 1 into about 30 minutes on 2 CPU cores with 2 workers; the target there is -250 (see
+ratio 1 into about 22 minutes on 2 CPU cores with 2 workers; the target there is -250 (see
 docs/benchmarks.md for what it reached). Examples:
 
     python -m benchmarks.learning --preset pendulum-cpu --workers 2 \

@@ -206,13 +206,13 @@ def tiny_preset(cfg: TrainConfig | None = None) -> TrainConfig:
 
 
 def pendulum_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
-    """VisualPendulum sized for 2 CPU cores: 20k agent steps at replay ratio 1 in ~30 minutes.
+    """VisualPendulum sized for 2 CPU cores: 20k agent steps at replay ratio 1 in ~22 minutes.
 
     One CPU update of the spec's networks (84x84, 32 filters, batch 128) takes about a second,
     so 20k of them would take hours; at 32x32 with 16 filters and hidden size 512 an update
     takes about 65 ms on one core. The spec's target network (tau 0.0075 every 2 updates)
-    needs about 270 updates per Bellman backup, and Pendulum's returns (about -1,500 at the
-    start, rewards down to -49 per agent step) then take some 30k updates just to reach their
+    needs about 270 updates per Bellman backup, and Pendulum's values (the critic settles near
+    -2,000; rewards down to -49 per agent step) then take some 30k updates just to reach their
     scale; here the target follows every update with tau 0.05 (the critic reaches that scale in
     about 2k updates). Initial temperature 0.1 as in SAC-AE's published runs; ~1k random
     steps as in the seed's small-env runs. Every other hyperparameter is the spec's.
