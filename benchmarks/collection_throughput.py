@@ -45,7 +45,7 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.config import ACTION_DIMS, TrainConfig, tiny_preset
+from distributed_sac.config import ACTION_DIMS, PRESETS, TrainConfig
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
@@ -61,7 +61,7 @@ NEVER = 10**12
 
 def preset_config(preset: str, env: str) -> TrainConfig:
     """The preset's networks and images on ``env``; acting with the policy from the first step."""
-    cfg = tiny_preset() if preset == "tiny" else TrainConfig()
+    cfg = PRESETS[preset]()
     return dataclasses.replace(
         cfg, env=env, rollout=dataclasses.replace(cfg.rollout, exploration_steps=0)
     )
@@ -231,25 +231,25 @@ def _f(value, spec: str = ".1f") -> str:
 def print_table(results: list[dict], cores: int) -> None:
     print(f"\ncollection throughput, agent steps/s ({cores} cores; N > {cores} oversubscribes)")
     print(
-        f"{'env':<15}{'preset':<7}{'N':>3}{'single':>9}{'single/cpu':>11}{'aggregate':>11}"
+        f"{'env':<15}{'preset':<13}{'N':>3}{'single':>9}{'single/cpu':>11}{'aggregate':>11}"
         f"{'per worker':>11}{'eff':>6}{'eff/core':>9}"
     )
     for r in results:
         for w in r["workers"]:
             print(
-                f"{r['env']:<15}{r['preset']:<7}{w['n']:>3}{r['single']['steps_per_s']:>9.1f}"
+                f"{r['env']:<15}{r['preset']:<13}{w['n']:>3}{r['single']['steps_per_s']:>9.1f}"
                 f"{r['single']['steps_per_cpu_s']:>11.1f}{w['aggregate']:>11.1f}"
                 f"{w['aggregate'] / w['n']:>11.1f}{w['efficiency']:>6.2f}"
                 f"{w['efficiency_per_core']:>9.2f}"
             )
     print(
-        f"\n{'env':<15}{'preset':<7}{'bcast med ms':>13}{'p90 ms':>8}{'n':>5}"
+        f"\n{'env':<15}{'preset':<13}{'bcast med ms':>13}{'p90 ms':>8}{'n':>5}"
         f"{'idle frac':>10}{'steps/s':>9}{'learner max ups':>16}{'keep up':>8}"
     )
     for r in results:
         b, d = r["broadcast"], r["idle"]
         print(
-            f"{r['env']:<15}{r['preset']:<7}{_f(b['median_ms']):>13}{_f(b['p90_ms']):>8}"
+            f"{r['env']:<15}{r['preset']:<13}{_f(b['median_ms']):>13}{_f(b['p90_ms']):>8}"
             f"{b['latencies']:>5}{_f(d['idle_frac'], '.3f'):>10}{_f(d['agent_steps_per_s']):>9}"
             f"{_f(d['learner_max_updates_per_s']):>16}{str(d['workers_keep_up']):>8}"
         )
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument(
         "--env", nargs="+", default=["VisualPendulum"], choices=["VisualPendulum", "CarRacing"]
     )
-    parser.add_argument("--preset", nargs="+", default=["tiny"], choices=["tiny", "full"])
+    parser.add_argument("--preset", nargs="+", default=["tiny"], choices=sorted(PRESETS))
     parser.add_argument("--max-workers", type=int, default=2, help="time 1..N env workers")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed window per phase")
     parser.add_argument("--warmup", type=float, default=5.0, help="untimed seconds first")
@@ -268,7 +268,7 @@ def main() -> None:
         "--broadcast-ratio",
         type=float,
         default=None,
-        help="replay ratio of the broadcast phase (default tiny 0.05, full 0.005)",
+        help="replay ratio of the broadcast phase (default full 0.005, other presets 0.05)",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -312,7 +312,7 @@ def main() -> None:
                         min(n, cores) * single["steps_per_s"]
                     )
                     workers.append(w)
-                ratio = args.broadcast_ratio or (0.05 if preset == "tiny" else 0.005)
+                ratio = args.broadcast_ratio or (0.005 if preset == "full" else 0.05)
                 bcast = broadcast(cfg, args.max_workers, args.seconds, args.warmup, ratio)
                 idle = learner_idle(cfg, args.max_workers, args.idle_seconds, args.out)
                 # At ratio 1 workers keep up when, unthrottled, they out-collect the learner.
