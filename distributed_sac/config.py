@@ -14,6 +14,8 @@ ENV_NAMES = ("CarRacing", "VisualPendulum")
 EnvName = Literal["CarRacing", "VisualPendulum"]
 ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
 """Agent action dimensions, all in [-1, 1] (SPEC.md, Environments)."""
+PENDULUM_RENDER_SIZE = 500
+"""Side of Pendulum-v1's rgb_array render; the pendulum's pivot is the frame's centre."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class EnvConfig:
     """Frames stacked channels-first in each observation."""
     action_repeat: int = 3
     """Env frames per agent step; rewards are summed over the repeat."""
+    pendulum_crop: int = 500
+    """VisualPendulum: side of the centred square cut from the 500x500 render before resizing;
+    500 keeps the whole frame (the spec), 260 keeps only the pendulum's reach (rod, tip, arrow)."""
     fast_render: bool = True
     """CarRacing: render only observed frames with vectorized culling (byte-identical)."""
     early_stop_window: int = 100
@@ -282,6 +287,11 @@ def validate(cfg: TrainConfig) -> None:
         (
             cfg.wrappers.image_size >= 16,
             f"--wrappers.image-size must be >= 16, got {cfg.wrappers.image_size}",
+        ),
+        (
+            cfg.wrappers.image_size <= cfg.wrappers.pendulum_crop <= PENDULUM_RENDER_SIZE,
+            f"--wrappers.pendulum-crop must lie between the image size "
+            f"{cfg.wrappers.image_size} and {PENDULUM_RENDER_SIZE}, got {cfg.wrappers.pendulum_crop}",
         ),
     ]
     for ok, message in checks:

@@ -33,7 +33,7 @@ from gymnasium.wrappers import (
 )
 
 from distributed_sac.carracing_fast import make_car_racing
-from distributed_sac.config import ACTION_DIMS, ENV_NAMES, EnvConfig
+from distributed_sac.config import ACTION_DIMS, ENV_NAMES, PENDULUM_RENDER_SIZE, EnvConfig
 
 ENV_IDS = {"CarRacing": "CarRacing-v3", "VisualPendulum": "Pendulum-v1"}
 """Gymnasium id under each of our environment names."""
@@ -56,6 +56,12 @@ def action_dim(name: str) -> int:
     """Size of the agent's action vector in environment `name`."""
     _check_name(name)
     return ACTION_DIMS[name]
+
+
+def centre_crop(frame: np.ndarray, side: int) -> np.ndarray:
+    """The centred side x side square of an HxW(xC) frame."""
+    top, left = (frame.shape[0] - side) // 2, (frame.shape[1] - side) // 2
+    return frame[top : top + side, left : left + side]
 
 
 def crop_carracing(frame: np.ndarray) -> np.ndarray:
@@ -215,6 +221,10 @@ def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     # Repeat below the renderer so only the frame the agent sees is drawn.
     env = RepeatAction(env, cfg.action_repeat)
     env = AddRenderObservation(env, render_only=True)
+    if cfg.pendulum_crop != PENDULUM_RENDER_SIZE:
+        env = TransformObservation(
+            env, partial(centre_crop, side=cfg.pendulum_crop), _image_space(cfg.pendulum_crop, 3)
+        )
     size = cfg.image_size
     env = TransformObservation(env, partial(area_resize, size=size), _image_space(size, 3))
     env = GrayscaleObservation(env)
@@ -235,6 +245,10 @@ def make_env(
     _check_name(name)
     if not 1 <= cfg.image_size <= 84:
         raise ValueError(f"image_size must be in [1, 84], got {cfg.image_size}")
+    if not cfg.image_size <= cfg.pendulum_crop <= PENDULUM_RENDER_SIZE:
+        raise ValueError(
+            f"pendulum_crop must be in [image_size, {PENDULUM_RENDER_SIZE}], got {cfg.pendulum_crop}"
+        )
     if render_mode not in _RENDER_MODES:
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
     if name == "CarRacing":

@@ -57,6 +57,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
             ["--agent.batch-size", "512", "--replay.capacity", "100"],
             ["larger than --replay.capacity"],
         ),
+        (["--wrappers.pendulum-crop", "600"], ["--wrappers.pendulum-crop must lie between"]),
         (["--device", "cuda"], ["--device cuda"]),
         (["--address", "127.0.0.1:1"], ["cannot reach Ray at 127.0.0.1:1"]),
         (["--pretrain-updates", "5"], ["--pretrain-updates needs --demos"]),

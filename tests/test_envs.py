@@ -265,6 +265,18 @@ def test_pendulum_reset_fills_stack_with_area_resized_first_frame():
     assert obs[0].min() < 100 and obs[0].max() == 255  # the rod on a white background
 
 
+def test_pendulum_crop_resizes_the_centred_square_of_the_render():
+    cfg = dataclasses.replace(CFG, image_size=32, pendulum_crop=260)
+    env = make_env("VisualPendulum", cfg, seed=4, render_mode="rgb_array")
+    obs, _ = env.reset()
+    frame = env.render()
+    assert obs.shape == (4, 32, 32)
+    np.testing.assert_array_equal(obs[-1], gray(reference_area(frame[120:380, 120:380], 32)))
+    # The rod (darker than 100 grey levels) covers more of the cropped view than the full one.
+    full = make_env("VisualPendulum", dataclasses.replace(cfg, pendulum_crop=500), seed=4)
+    assert (obs[-1] < 100).sum() > 2 * (full.reset()[0][-1] < 100).sum()
+
+
 def test_carracing_area_resize_matches_block_mean():
     cfg = dataclasses.replace(CFG, image_size=42)
     env, stock = make_env("CarRacing", cfg, seed=1), stock_carracing(seed=1)
@@ -332,3 +344,6 @@ def test_bad_arguments_raise_value_error():
     for size in (0, 85):
         with pytest.raises(ValueError, match="image_size"):
             make_env("VisualPendulum", dataclasses.replace(CFG, image_size=size))
+    for crop in (83, 501):
+        with pytest.raises(ValueError, match="pendulum_crop must be in \\[image_size, 500\\]"):
+            make_env("VisualPendulum", dataclasses.replace(CFG, pendulum_crop=crop))
