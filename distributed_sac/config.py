@@ -290,8 +290,8 @@ def validate(cfg: TrainConfig) -> None:
         ),
         (
             cfg.wrappers.image_size <= cfg.wrappers.pendulum_crop <= PENDULUM_RENDER_SIZE,
-            f"--wrappers.pendulum-crop must lie between the image size "
-            f"{cfg.wrappers.image_size} and {PENDULUM_RENDER_SIZE}, got {cfg.wrappers.pendulum_crop}",
+            f"--wrappers.pendulum-crop must lie between the image size {cfg.wrappers.image_size}"
+            f" and {PENDULUM_RENDER_SIZE}, got {cfg.wrappers.pendulum_crop}",
         ),
     ]
     for ok, message in checks:

@@ -247,7 +247,8 @@ def make_env(
         raise ValueError(f"image_size must be in [1, 84], got {cfg.image_size}")
     if not cfg.image_size <= cfg.pendulum_crop <= PENDULUM_RENDER_SIZE:
         raise ValueError(
-            f"pendulum_crop must be in [image_size, {PENDULUM_RENDER_SIZE}], got {cfg.pendulum_crop}"
+            f"pendulum_crop must be in [image_size, {PENDULUM_RENDER_SIZE}], "
+            f"got {cfg.pendulum_crop}"
         )
     if render_mode not in _RENDER_MODES:
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
