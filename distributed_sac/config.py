@@ -88,6 +88,8 @@ class AgentConfig:
     """L2 penalty on the latent vector in the reconstruction loss (SAC-AE, Yarats et al. 2019)."""
     decoder_weight_decay: float = 1e-7
     """Weight decay of the decoder (SAC-AE)."""
+    frame_diff: bool = False
+    """Encoder input: the newest frame and the consecutive frame differences, not the raw stack."""
     augment_pad: int = 4
     """Random-shift augmentation padding in pixels (DrQ); 0 disables it."""
     fast_path: bool = True

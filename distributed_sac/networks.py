@@ -97,9 +97,11 @@ class PixelEncoder(nn.Module):
         num_filters: int,
         latent_dim: int,
         convs: nn.Sequential | None = None,
+        frame_diff: bool = False,
     ) -> None:
         super().__init__()
         stack, size, width = obs_shape
+        self.frame_diff = frame_diff
         out = conv_output_size(size, num_layers)
         if size != width or out < 1 or num_layers < 1:
             raise ValueError(f"obs_shape {obs_shape} needs square images >= {4 * num_layers - 1}")
@@ -124,6 +126,9 @@ class PixelEncoder(nn.Module):
         with _autocast(obs.device, dtype):
             # uint8 is exact in bf16, so scaling in the compute dtype rounds as a later cast would.
             x = obs.to(dtype or torch.float32) / 255.0
+            if self.frame_diff:
+                # Newest frame, then the changes between consecutive frames (newest first).
+                x = torch.cat([x[:, -1:], x[:, 1:].flip(1) - x[:, :-1].flip(1)], dim=1)
             h = self.convs(x.contiguous(memory_format=self.memory_format))
             return h.to(torch.float32, memory_format=torch.contiguous_format).flatten(1)
 

@@ -115,7 +115,9 @@ def build_actor(
     obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, convs: nn.Module | None
 ) -> Actor:
     """Actor on its own projection; ``convs`` ties its conv stack to the critic's."""
-    encoder = PixelEncoder(obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs)
+    encoder = PixelEncoder(
+        obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs, cfg.frame_diff
+    )
     return Actor(encoder, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
 
 
@@ -159,7 +161,10 @@ class SacAeAgent:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.num_updates = 0
-        encoder = PixelEncoder(self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim)
+        shape, frame_diff = self.obs_shape, cfg.frame_diff
+        encoder = PixelEncoder(
+            shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, None, frame_diff
+        )
         self.critic = Critic(encoder, action_dim, cfg.hidden_dim)
         self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=encoder.convs)
         self.decoder = Decoder(self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim)

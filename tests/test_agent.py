@@ -231,10 +231,11 @@ def test_state_dict_round_trip_gives_identical_next_update() -> None:
     np.testing.assert_array_equal(restored.act(obs), agent.act(obs))
 
 
-def test_policy_acts_like_the_agent_and_keeps_its_copy() -> None:
-    agent = make_agent(seed=2)
+@pytest.mark.parametrize("frame_diff", [False, True])
+def test_policy_acts_like_the_agent_and_keeps_its_copy(frame_diff: bool) -> None:
+    agent = make_agent(seed=2, frame_diff=frame_diff)
     agent.update(make_batch(0))
-    policy = Policy(OBS_SHAPE, ACTION_DIM, CFG, seed=5)
+    policy = Policy(OBS_SHAPE, ACTION_DIM, dataclasses.replace(CFG, frame_diff=frame_diff), seed=5)
     assert policy.version == -1
     weights = agent.policy_weights()
     assert weights.version == 1

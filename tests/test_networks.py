@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,23 @@ def test_bf16_channels_last_encoder_and_decoder_match_fp32_to_bf16_rounding() ->
         torch.testing.assert_close(encoder.conv_features(obs), h32)
         torch.testing.assert_close(decoder(encoder(obs)), rec32)
     assert dtypes == [(torch.float32, torch.float32)] * 3
+
+
+def test_frame_diff_encoder_sees_newest_frame_and_consecutive_changes() -> None:
+    obs = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32), np.uint8))
+    diff, raw = (
+        PixelEncoder((4, 32, 32), 2, 8, 16, frame_diff=True),
+        PixelEncoder((4, 32, 32), 2, 8, 16),
+    )
+    raw.load_state_dict(diff.state_dict())
+    x = obs.float() / 255.0
+    # The raw encoder's first conv is linear in its input, so feeding it the transformed
+    # channels by hand must give the frame-difference encoder's features.
+    by_hand = raw.convs(
+        torch.stack([x[:, 3], x[:, 3] - x[:, 2], x[:, 2] - x[:, 1], x[:, 1] - x[:, 0]], 1)
+    )
+    torch.testing.assert_close(diff.conv_features(obs), by_hand.flatten(1))
+    assert not torch.allclose(diff.conv_features(obs), raw.conv_features(obs))
 
 
 def test_conv_output_size_matches_the_reference_formula() -> None:
