@@ -88,6 +88,9 @@ class AgentConfig:
     """L2 penalty on the latent vector in the reconstruction loss (SAC-AE, Yarats et al. 2019)."""
     decoder_weight_decay: float = 1e-7
     """Weight decay of the decoder (SAC-AE)."""
+    forward_loss_weight: float = 0.0
+    """Weight of an auxiliary latent forward model (predicts the target encoder's next latent from
+    latent and action, cosine loss, trained with the autoencoder); 0 is the spec's SAC-AE."""
     frame_diff: bool = False
     """Encoder input: the newest frame and the consecutive frame differences, not the raw stack."""
     augment_pad: int = 4

@@ -191,6 +191,22 @@ class Critic(nn.Module):
         return self.heads(self.encoder(obs, detach_convs), action)
 
 
+class LatentForward(nn.Module):
+    """Latent forward model: (latent, action) -> predicted latent of the next observation."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim + action_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, latent_dim),
+        )  # fmt: skip
+
+    def loss(self, z: torch.Tensor, action: torch.Tensor, next_z: torch.Tensor) -> torch.Tensor:
+        """Mean of 2 - 2 cos(prediction, next_z): BYOL's normalised-MSE form, in [0, 4]."""
+        pred = F.normalize(self.net(torch.cat([z, action], dim=1)), dim=1)
+        return (2.0 - 2.0 * (pred * F.normalize(next_z, dim=1)).sum(1)).mean()
+
+
 class Actor(nn.Module):
     """Squashed Gaussian policy on its own projection of the (shared) conv features.
 

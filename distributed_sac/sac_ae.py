@@ -10,6 +10,9 @@ One update, every loss taken at the parameters theta_t the update starts from:
 4. recon_loss = mse(decoder(z), (obs + u) / 256) + latent_l2 * mean(0.5 * |z|^2) with
    u ~ U[0, 1) per pixel (dequantisation, Glow, Kingma & Dhariwal 2018) and z the critic
    encoder's latent; the decoder's Adam has weight decay ``decoder_weight_decay`` (SAC-AE).
+   Opt-in (``forward_loss_weight`` > 0, not in the spec): plus that weight times a latent
+   forward model's loss, 2 - 2 cos(f(z, a), z'), z' the target encoder's latent of next_obs
+   (the Bellman target's own pass); f trains in the decoder's optimiser.
 5. Every ``actor_update_every`` updates: actor_loss = mean(alpha * log_pi - min Q(z, pi)) on
    detached conv features (the actor trains its own projection and MLP, never the convs) and
    alpha_loss = mean(alpha * (-log_pi - target_entropy)), target_entropy = -action_dim,
@@ -74,6 +77,7 @@ from distributed_sac.networks import (
     Actor,
     Critic,
     Decoder,
+    LatentForward,
     PixelEncoder,
     init_weights,
     native_bf16,
@@ -171,6 +175,11 @@ class SacAeAgent:
         init_gen = torch.Generator().manual_seed(seed)
         for net in (self.critic, self.actor.encoder.proj, self.actor.trunk, self.decoder):
             init_weights(net, init_gen)
+        self.forward_model: LatentForward | None = None
+        if cfg.forward_loss_weight > 0:
+            self.forward_model = LatentForward(cfg.latent_dim, action_dim, FORWARD_HIDDEN)
+            init_weights(self.forward_model, init_gen)
+            self.forward_model.to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         nets = (self.critic, self.critic_target, self.actor, self.decoder)
         for net in nets:
@@ -194,9 +203,13 @@ class SacAeAgent:
         adam = functools.partial(torch.optim.Adam, fused=cfg.fast_path)
         self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.encoder_opt = adam(self.critic.encoder.parameters(), lr=cfg.encoder_lr)
-        self.decoder_opt = adam(
-            self.decoder.parameters(), lr=cfg.decoder_lr, weight_decay=cfg.decoder_weight_decay
-        )
+        decoder_groups = [
+            {"params": list(self.decoder.parameters()), "weight_decay": cfg.decoder_weight_decay}
+        ]
+        if self.forward_model is not None:
+            # The forward model trains beside the decoder, at its learning rate, no weight decay.
+            decoder_groups.append({"params": list(self.forward_model.parameters())})
+        self.decoder_opt = adam(decoder_groups, lr=cfg.decoder_lr)
         self.actor_opt = adam(actor_params, lr=cfg.actor_lr)
         self.alpha_opt = adam([self.log_alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999))
 
@@ -258,7 +271,8 @@ class SacAeAgent:
         next_obs = random_shift(data.next_obs, noise.shifts[1], pad)
         with torch.no_grad():
             next_action, next_log_pi = squashed_sample(*self.actor(next_obs), noise.next_eps)
-            next_q = torch.min(*self.critic_target(next_obs, next_action))
+            next_z = self.critic_target.encoder(next_obs)
+            next_q = torch.min(*self.critic_target.heads(next_z, next_action))
             target_q = bellman_target(
                 data.reward, data.terminated, self.cfg.gamma, next_q, next_log_pi, self.alpha
             )
@@ -274,6 +288,11 @@ class SacAeAgent:
         latent_loss = 0.5 * z.pow(2).sum(1).mean()
         target_pixels = (obs.float() + noise.dequant) / 256.0
         recon_loss = F.mse_loss(self.decoder(z), target_pixels) + self.cfg.latent_l2 * latent_loss
+        extra = {}
+        if self.forward_model is not None:
+            forward_loss = self.forward_model.loss(z, data.action, next_z)
+            recon_loss = recon_loss + self.cfg.forward_loss_weight * forward_loss
+            extra["forward_loss"] = forward_loss.detach()
         metrics = {
             "critic_loss": critic_loss.detach(),
             "q1": q1.detach().mean(),
@@ -282,6 +301,7 @@ class SacAeAgent:
             "recon_loss": recon_loss.detach(),
             "latent_loss": latent_loss.detach(),
             "alpha": self.alpha,
+            **extra,
         }
         if not update_actor:
             return Losses(critic_loss, recon_loss, None, None, metrics)
@@ -331,6 +351,7 @@ class SacAeAgent:
             "critic_target": self.critic_target.state_dict(),
             "actor": self.actor.state_dict(),
             "decoder": self.decoder.state_dict(),
+            **_optional_state("forward_model", self.forward_model),
             "log_alpha": self.log_alpha.detach().clone(),
             **{name: getattr(self, name).state_dict() for name in _OPTIMIZERS},
             "num_updates": self.num_updates,
@@ -342,6 +363,10 @@ class SacAeAgent:
         """Restore everything ``state_dict`` saved (RNG only from a same-device-type state)."""
         for name in ("critic", "critic_target", "actor", "decoder"):
             getattr(self, name).load_state_dict(state[name])
+        if (self.forward_model is None) != ("forward_model" not in state):
+            raise ValueError("checkpoint and config disagree on --agent.forward-loss-weight > 0")
+        if self.forward_model is not None:
+            self.forward_model.load_state_dict(state["forward_model"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         for name in _OPTIMIZERS:
@@ -357,7 +382,14 @@ class SacAeAgent:
             )
 
 
+FORWARD_HIDDEN = 256
+"""Hidden units of the latent forward model's one hidden layer."""
+
 _OPTIMIZERS = ("critic_opt", "encoder_opt", "decoder_opt", "actor_opt", "alpha_opt")
+
+
+def _optional_state(name: str, module: nn.Module | None) -> dict[str, dict]:
+    return {} if module is None else {name: module.state_dict()}
 
 
 def _params(opts: list[torch.optim.Optimizer]) -> list[torch.Tensor]:

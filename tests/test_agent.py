@@ -70,9 +70,9 @@ def test_update_metrics_act_and_reconstruct_shapes() -> None:
     assert rec.dtype == np.uint8 and rec.shape == obs.shape
 
 
-@pytest.mark.parametrize("fast_path", [False, True])
-def test_each_loss_reaches_only_its_parameters(fast_path: bool) -> None:
-    agent = make_agent(fast_path=fast_path)
+@pytest.mark.parametrize(("fast_path", "forward"), [(False, 0.0), (True, 0.0), (True, 0.5)])
+def test_each_loss_reaches_only_its_parameters(fast_path: bool, forward: float) -> None:
+    agent = make_agent(fast_path=fast_path, forward_loss_weight=forward)
     assert agent.actor.encoder.convs is agent.critic.encoder.convs
     data = batch_tensors(make_batch(0), OBS_SHAPE, ACTION_DIM, agent.device)
     noise = draw_noise(8, OBS_SHAPE, ACTION_DIM, CFG.augment_pad, agent.generator)
@@ -86,6 +86,11 @@ def test_each_loss_reaches_only_its_parameters(fast_path: bool) -> None:
         "decoder": list(agent.decoder.parameters()),
         "log_alpha": [agent.log_alpha],
     }
+    aux = {"decoder"}
+    if forward:
+        groups["forward_model"] = list(agent.forward_model.parameters())
+        aux.add("forward_model")
+        assert losses.metrics["forward_loss"] > 0
     # Gradients each loss must reach, and those it must not; the actor loss also reaches the Q
     # heads through Q(z, pi), which only the actor's optimiser (holding none of them) steps on.
     expected = {
@@ -93,11 +98,8 @@ def test_each_loss_reaches_only_its_parameters(fast_path: bool) -> None:
             {"convs", "critic_proj", "q_heads"},
             set(groups) - {"convs", "critic_proj", "q_heads"},
         ),
-        "recon": (
-            {"convs", "critic_proj", "decoder"},
-            set(groups) - {"convs", "critic_proj", "decoder"},
-        ),
-        "actor": ({"actor_proj", "actor_trunk", "q_heads"}, {"convs", "decoder", "log_alpha"}),
+        "recon": ({"convs", "critic_proj"} | aux, set(groups) - {"convs", "critic_proj"} - aux),
+        "actor": ({"actor_proj", "actor_trunk", "q_heads"}, {"convs", "log_alpha"} | aux),
         "alpha": ({"log_alpha"}, set(groups) - {"log_alpha"}),
     }
     for name, (reached, untouched) in expected.items():
@@ -215,15 +217,19 @@ def test_same_seed_same_metrics_and_actions() -> None:
     np.testing.assert_array_equal(a.act(obs), b.act(obs))
 
 
-def test_state_dict_round_trip_gives_identical_next_update() -> None:
-    agent = make_agent(seed=1)
+@pytest.mark.parametrize("forward", [0.0, 0.5])
+def test_state_dict_round_trip_gives_identical_next_update(forward: float) -> None:
+    agent = make_agent(seed=1, forward_loss_weight=forward)
     for i in range(3):
         agent.update(make_batch(i))
     buffer = io.BytesIO()
     torch.save(agent.state_dict(), buffer)
     buffer.seek(0)
-    restored = make_agent(seed=99)
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    state = torch.load(buffer, weights_only=True)
+    with pytest.raises(ValueError, match="forward-loss-weight"):
+        make_agent(forward_loss_weight=0.5 - forward).load_state_dict(state)
+    restored = make_agent(seed=99, forward_loss_weight=forward)
+    restored.load_state_dict(state)
     assert restored.num_updates == 3
     assert restored.update(make_batch(7)) == agent.update(make_batch(7))
     assert restored.update(make_batch(8)) == agent.update(make_batch(8))
@@ -258,8 +264,10 @@ def test_policy_acts_like_the_agent_and_keeps_its_copy(frame_diff: bool) -> None
     assert not np.array_equal(policy.act(obs), expected)
 
 
-def test_fast_and_plain_paths_compute_the_same_update(fp32_fast_path: None) -> None:
-    plain, fast = make_agent(fast_path=False), make_agent(fast_path=True)
+@pytest.mark.parametrize("forward", [0.0, 0.5])
+def test_fast_and_plain_paths_compute_the_same_update(fp32_fast_path: None, forward: float) -> None:
+    plain = make_agent(fast_path=False, forward_loss_weight=forward)
+    fast = make_agent(fast_path=True, forward_loss_weight=forward)
     assert not fast.speedups["bf16"] and fast.speedups["shared_encoder_pass"]
     for i in range(4):
         a, b = plain.update(make_batch(i)), fast.update(make_batch(i))

@@ -13,6 +13,7 @@ from distributed_sac.augment import draw_noise, random_shift
 from distributed_sac.networks import (
     Actor,
     Decoder,
+    LatentForward,
     PixelEncoder,
     conv_output_size,
     init_weights,
@@ -84,6 +85,15 @@ def test_frame_diff_encoder_sees_newest_frame_and_consecutive_changes() -> None:
     )
     torch.testing.assert_close(diff.conv_features(obs), by_hand.flatten(1))
     assert not torch.allclose(diff.conv_features(obs), raw.conv_features(obs))
+
+
+def test_latent_forward_loss_is_two_minus_two_cosine() -> None:
+    model = LatentForward(latent_dim=6, action_dim=2, hidden_dim=16)
+    z, a, nxt = torch.randn(5, 6), torch.randn(5, 2), torch.randn(5, 6)
+    pred = model.net(torch.cat([z, a], 1))
+    expected = (2 - 2 * F.cosine_similarity(pred, nxt, dim=1)).mean()
+    torch.testing.assert_close(model.loss(z, a, nxt), expected)
+    assert model.loss(z, a, 3.0 * pred.detach()).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_conv_output_size_matches_the_reference_formula() -> None:
