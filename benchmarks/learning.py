@@ -10,8 +10,8 @@ an evaluation are the wall clock when its weights were taken, from the run's sta
 
 The ``pendulum-cpu`` preset (``distributed_sac.config.pendulum_cpu_preset``, also
 ``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
-ratio 1 into about 22 minutes on 2 CPU cores with 2 workers; the target there is -250 (see
-docs/benchmarks.md for what it reached). Examples:
+ratio 1 into about 19 minutes on 2 CPU cores with 2 workers; the target there is -250, which
+two seeds reached (docs/benchmarks.md). Examples:
 
     python -m benchmarks.learning --preset pendulum-cpu --workers 2 \
         --out bench_out/learning_pendulum_cpu
