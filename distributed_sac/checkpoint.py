@@ -43,8 +43,14 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path, fingerprint: dict | None = None) -> dict[str, Any]:
-    """Load with `weights_only=True`; raise CheckpointError if corrupt or from another config."""
+def load_checkpoint(
+    path: Path, fingerprint: dict | None = None, defaults: dict | None = None
+) -> dict[str, Any]:
+    """Load with `weights_only=True`; raise CheckpointError if corrupt or from another config.
+
+    `defaults` holds fingerprint values for keys an older checkpoint lacks (config fields added
+    since, whose defaults keep the old behaviour): a section's missing keys take them.
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -55,6 +61,9 @@ def load_checkpoint(path: Path, fingerprint: dict | None = None) -> dict[str, An
         raise CheckpointError(f"{path}: unknown checkpoint format")
     if fingerprint is not None:
         saved = json.loads(payload["fingerprint"])
+        for key, value in (defaults or {}).items():
+            if isinstance(value, dict) and isinstance(saved.get(key), dict):
+                saved[key] = {**value, **saved[key]}
         diff = sorted(
             k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distributed_sac.checkpoint import latest_checkpoint, load_checkpoint
+from distributed_sac.checkpoint import latest_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.evaluation import EvalResult, evaluate
-from distributed_sac.run_dir import RunDir, RunDirError, fingerprint
+from distributed_sac.run_dir import RunDir, RunDirError, load_run_checkpoint
 from distributed_sac.sac_ae import Policy, SacAeAgent
 
 RENDER_MODES = ("none", "human")
@@ -34,7 +34,7 @@ def resolve(path: str) -> tuple[Path, TrainConfig]:
 
 def load_policy(ckpt: Path, cfg: TrainConfig) -> Policy:
     """The checkpoint's actor on CPU, loaded through the agent's own state dict."""
-    payload = load_checkpoint(ckpt, fingerprint(cfg))
+    payload = load_run_checkpoint(ckpt, cfg)
     obs_shape, action_dim = cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env]
     agent = SacAeAgent(obs_shape, action_dim, cfg.agent, device="cpu", seed=cfg.seed)
     agent.load_state_dict(payload["agent"])

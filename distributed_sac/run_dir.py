@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distributed_sac.atomic import atomic_write
+from distributed_sac.checkpoint import load_checkpoint
 from distributed_sac.config import TrainConfig
 
 CONFIG = "config.json"
@@ -49,6 +50,12 @@ def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
         "wrappers": dataclasses.asdict(cfg.wrappers),
         "agent": {k: v for k, v in dataclasses.asdict(cfg.agent).items() if k != "compile"},
     }
+
+
+def load_run_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """A checkpoint written by a run of ``cfg`` (or by an older version, for fields since added
+    at their defaults); CheckpointError otherwise."""
+    return load_checkpoint(path, fingerprint(cfg), fingerprint(TrainConfig()))
 
 
 class RunDir:

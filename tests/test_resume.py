@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from distributed_sac.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from distributed_sac.config import tiny_preset
+from distributed_sac.config import TrainConfig, tiny_preset
 from distributed_sac.data import Chunk
 from distributed_sac.replay import ReplayBuffer
-from distributed_sac.run_dir import RunDir, fingerprint
+from distributed_sac.run_dir import RunDir, fingerprint, load_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent
 
 CFG = tiny_preset()
@@ -67,6 +68,20 @@ def test_checkpoint_from_another_config_or_corrupt_is_refused(tmp_path):
     other = dataclasses.replace(CFG, agent=dataclasses.replace(CFG.agent, hidden_dim=64))
     with pytest.raises(CheckpointError, match="different config.*agent"):
         load_checkpoint(path, fingerprint(other))
+    # A checkpoint from before a config field existed loads when the field is at its default.
+    saved = torch.load(path, weights_only=True)
+    old = json.loads(saved["fingerprint"])
+    del old["agent"]["forward_loss_weight"], old["wrappers"]["pendulum_crop"]
+    saved["fingerprint"] = json.dumps(old)
+    torch.save(saved, path)
+    defaults = fingerprint(TrainConfig())
+    with pytest.raises(CheckpointError, match="different config.*agent"):
+        load_checkpoint(path, fingerprint(CFG))
+    assert load_checkpoint(path, fingerprint(CFG), defaults)["agent"].keys()
+    assert load_run_checkpoint(path, CFG)["agent"].keys()
+    added = dataclasses.replace(CFG.agent, forward_loss_weight=1.0)
+    with pytest.raises(CheckpointError, match="different config.*agent"):
+        load_checkpoint(path, fingerprint(dataclasses.replace(CFG, agent=added)), defaults)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(path, fingerprint(CFG))

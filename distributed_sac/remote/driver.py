@@ -17,7 +17,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from distributed_sac.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distributed_sac.checkpoint import latest_checkpoint, save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.monitor import Progress
 from distributed_sac.remote.env_worker import EnvWorker
@@ -33,7 +33,7 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplayServer
-from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint
+from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, load_run_checkpoint
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
@@ -82,7 +82,7 @@ class Driver:
         )
         self.counters = {"worker_restarts": 0, "episodes": 0}
         if ckpt is not None:
-            payload = load_checkpoint(ckpt, fingerprint(cfg))
+            payload = load_run_checkpoint(ckpt, cfg)
             ray.get(
                 [
                     self.learner.load_state.remote(payload["agent"]),
