@@ -46,6 +46,7 @@ import ray
 import torch
 
 from distributed_sac.config import ACTION_DIMS, PRESETS, TrainConfig
+from distributed_sac.policy import Policy
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
@@ -53,7 +54,6 @@ from distributed_sac.remote.placement import learner_device, learner_options
 from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.rollout import Rollout
 from distributed_sac.run_dir import RunDir
-from distributed_sac.sac_ae import Policy
 
 NEVER = 10**12
 """A total_steps / max_updates the phases never reach; they stop the actors themselves."""

@@ -7,8 +7,9 @@ from pathlib import Path
 from distributed_sac.checkpoint import latest_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.evaluation import EvalResult, evaluate
+from distributed_sac.policy import Policy
 from distributed_sac.run_dir import RunDir, RunDirError, load_run_checkpoint
-from distributed_sac.sac_ae import Policy, SacAeAgent
+from distributed_sac.sac_ae import SacAeAgent
 
 RENDER_MODES = ("none", "human")
 

@@ -74,7 +74,6 @@ from distributed_sac.augment import (
 from distributed_sac.config import AgentConfig
 from distributed_sac.data import Batch
 from distributed_sac.networks import (
-    Actor,
     Critic,
     Decoder,
     LatentForward,
@@ -84,13 +83,7 @@ from distributed_sac.networks import (
     set_compute,
     squashed_sample,
 )
-
-
-class PolicyWeights(NamedTuple):
-    """Inference weights (conv encoder + actor) tagged with the learner's update count."""
-
-    version: int
-    state: dict[str, torch.Tensor]
+from distributed_sac.policy import PolicyWeights, build_actor, check_dims, policy_act
 
 
 class Losses(NamedTuple):
@@ -115,40 +108,6 @@ def bellman_target(
     return reward + gamma * (1.0 - terminated) * (next_q - alpha * next_log_pi)
 
 
-def build_actor(
-    obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, convs: nn.Module | None
-) -> Actor:
-    """Actor on its own projection; ``convs`` ties its conv stack to the critic's."""
-    encoder = PixelEncoder(
-        obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs, cfg.frame_diff
-    )
-    return Actor(encoder, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
-
-
-def _check_dims(obs_shape: tuple[int, int, int], action_dim: int) -> tuple[int, int, int]:
-    if len(obs_shape) != 3 or min(obs_shape) < 1 or action_dim < 1:
-        raise ValueError(
-            f"need obs_shape (S, H, W) and action_dim >= 1, got {obs_shape}, {action_dim}"
-        )
-    return tuple(int(d) for d in obs_shape)  # type: ignore[return-value]
-
-
-def _act(
-    actor: Actor,
-    obs: np.ndarray,
-    obs_shape: tuple[int, int, int],
-    generator: torch.Generator,
-    deterministic: bool,
-) -> np.ndarray:
-    check_obs(obs, obs_shape)
-    with torch.inference_mode():
-        mu, log_std = actor(torch.from_numpy(np.ascontiguousarray(obs)).to(generator.device))
-        if deterministic:
-            return torch.tanh(mu).cpu().numpy()
-        eps = torch.randn(mu.shape, generator=generator, device=generator.device)
-        return squashed_sample(mu, log_std, eps)[0].cpu().numpy()
-
-
 class SacAeAgent:
     """The learner's SAC-AE: networks, optimisers, temperature and the update schedule."""
 
@@ -160,7 +119,7 @@ class SacAeAgent:
         device: str | torch.device = "cpu",
         seed: int = 0,
     ) -> None:
-        self.obs_shape = _check_dims(obs_shape, action_dim)
+        self.obs_shape = check_dims(obs_shape, action_dim)
         self.action_dim, self.cfg = action_dim, cfg
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -326,7 +285,7 @@ class SacAeAgent:
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
-        return _act(self.actor, obs, self.obs_shape, self.generator, deterministic)
+        return policy_act(self.actor, obs, self.obs_shape, self.generator, deterministic)
 
     def reconstruct(self, obs: np.ndarray) -> np.ndarray:
         """uint8 autoencoder reconstructions of uint8 (B, S, H, W) observations (no shift)."""
@@ -394,25 +353,3 @@ def _optional_state(name: str, module: nn.Module | None) -> dict[str, dict]:
 
 def _params(opts: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
     return [p for opt in opts for group in opt.param_groups for p in group["params"]]
-
-
-class Policy:
-    """What env workers run on CPU: the conv encoder and the actor, loaded from PolicyWeights."""
-
-    def __init__(
-        self, obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, seed: int = 0
-    ) -> None:
-        self.obs_shape = _check_dims(obs_shape, action_dim)
-        self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=None)
-        self.generator = torch.Generator().manual_seed(seed)
-        init_weights(self.actor, self.generator)
-        self.version = -1
-
-    def load(self, weights: PolicyWeights) -> None:
-        """Take the given weights and their version."""
-        self.actor.load_state_dict(weights.state)
-        self.version = weights.version
-
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
-        return _act(self.actor, obs, self.obs_shape, self.generator, deterministic)

@@ -16,8 +16,9 @@ from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import EnvConfig, tiny_preset
 from distributed_sac.evaluation import evaluate
 from distributed_sac.play import load_policy, resolve, run_eval
+from distributed_sac.policy import Policy
 from distributed_sac.run_dir import RunDir, fingerprint
-from distributed_sac.sac_ae import Policy, SacAeAgent
+from distributed_sac.sac_ae import SacAeAgent
 
 torch.set_num_threads(1)
 # Pendulum's rgb_array frame (SPEC.md); the video must keep it, not rescale it to codec blocks.

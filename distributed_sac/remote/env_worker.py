@@ -15,9 +15,9 @@ import ray
 import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.policy import Policy
 from distributed_sac.remote.telemetry import WorkerTelemetry
 from distributed_sac.rollout import Rollout
-from distributed_sac.sac_ae import Policy
 
 ADDS_IN_FLIGHT = 2
 

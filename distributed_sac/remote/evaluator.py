@@ -8,8 +8,8 @@ import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.evaluation import evaluate
+from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import EvalTelemetry
-from distributed_sac.sac_ae import Policy, PolicyWeights
 
 
 class Evaluator:

@@ -1,0 +1,82 @@
+"""What acts: the actor's weights as the learner publishes them, and the env workers' ``Policy``.
+
+``SacAeAgent`` (``sac_ae.py``) builds its actor with ``build_actor`` and acts with ``_act``, so
+a worker's ``Policy`` loaded with the agent's ``PolicyWeights`` acts exactly as the agent does.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from distributed_sac.augment import check_obs
+from distributed_sac.config import AgentConfig
+from distributed_sac.networks import Actor, PixelEncoder, init_weights, squashed_sample
+
+
+class PolicyWeights(NamedTuple):
+    """Inference weights (conv encoder + actor) tagged with the learner's update count."""
+
+    version: int
+    state: dict[str, torch.Tensor]
+
+
+def build_actor(
+    obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, convs: nn.Module | None
+) -> Actor:
+    """Actor on its own projection; ``convs`` ties its conv stack to the critic's."""
+    encoder = PixelEncoder(
+        obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs, cfg.frame_diff
+    )
+    return Actor(encoder, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
+
+
+def check_dims(obs_shape: tuple[int, int, int], action_dim: int) -> tuple[int, int, int]:
+    """``obs_shape`` as ints; ValueError unless it is (S, H, W) and ``action_dim`` >= 1."""
+    if len(obs_shape) != 3 or min(obs_shape) < 1 or action_dim < 1:
+        raise ValueError(
+            f"need obs_shape (S, H, W) and action_dim >= 1, got {obs_shape}, {action_dim}"
+        )
+    return tuple(int(d) for d in obs_shape)  # type: ignore[return-value]
+
+
+def policy_act(
+    actor: Actor,
+    obs: np.ndarray,
+    obs_shape: tuple[int, int, int],
+    generator: torch.Generator,
+    deterministic: bool,
+) -> np.ndarray:
+    """Actions in [-1, 1] of ``actor`` for uint8 ``obs``: tanh(mu) or a squashed sample."""
+    check_obs(obs, obs_shape)
+    with torch.inference_mode():
+        mu, log_std = actor(torch.from_numpy(np.ascontiguousarray(obs)).to(generator.device))
+        if deterministic:
+            return torch.tanh(mu).cpu().numpy()
+        eps = torch.randn(mu.shape, generator=generator, device=generator.device)
+        return squashed_sample(mu, log_std, eps)[0].cpu().numpy()
+
+
+class Policy:
+    """What env workers run on CPU: the conv encoder and the actor, loaded from PolicyWeights."""
+
+    def __init__(
+        self, obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, seed: int = 0
+    ) -> None:
+        self.obs_shape = check_dims(obs_shape, action_dim)
+        self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=None)
+        self.generator = torch.Generator().manual_seed(seed)
+        init_weights(self.actor, self.generator)
+        self.version = -1
+
+    def load(self, weights: PolicyWeights) -> None:
+        """Take the given weights and their version."""
+        self.actor.load_state_dict(weights.state)
+        self.version = weights.version
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
+        return policy_act(self.actor, obs, self.obs_shape, self.generator, deterministic)
