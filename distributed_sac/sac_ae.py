@@ -124,10 +124,10 @@ class SacAeAgent:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.num_updates = 0
-        shape, frame_diff = self.obs_shape, cfg.frame_diff
         encoder = PixelEncoder(
-            shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, None, frame_diff
-        )
+            self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim,
+            frame_diff=cfg.frame_diff,
+        )  # fmt: skip
         self.critic = Critic(encoder, action_dim, cfg.hidden_dim)
         self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=encoder.convs)
         self.decoder = Decoder(self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim)
@@ -247,9 +247,10 @@ class SacAeAgent:
         latent_loss = 0.5 * z.pow(2).sum(1).mean()
         target_pixels = (obs.float() + noise.dequant) / 256.0
         recon_loss = F.mse_loss(self.decoder(z), target_pixels) + self.cfg.latent_l2 * latent_loss
-        extra = {}
+        extra = {"recon_loss": recon_loss.detach()}
         if self.forward_model is not None:
             forward_loss = self.forward_model.loss(z, data.action, next_z)
+            # The forward model trains with the autoencoder: same optimisers, same backward.
             recon_loss = recon_loss + self.cfg.forward_loss_weight * forward_loss
             extra["forward_loss"] = forward_loss.detach()
         metrics = {
@@ -257,7 +258,6 @@ class SacAeAgent:
             "q1": q1.detach().mean(),
             "q2": q2.detach().mean(),
             "target_q": target_q.mean(),
-            "recon_loss": recon_loss.detach(),
             "latent_loss": latent_loss.detach(),
             "alpha": self.alpha,
             **extra,
