@@ -203,8 +203,8 @@ class LatentForward(nn.Module):
 
     def loss(self, z: torch.Tensor, action: torch.Tensor, next_z: torch.Tensor) -> torch.Tensor:
         """Mean of 2 - 2 cos(prediction, next_z): BYOL's normalised-MSE form, in [0, 4]."""
-        pred = F.normalize(self.net(torch.cat([z, action], dim=1)), dim=1)
-        return (2.0 - 2.0 * (pred * F.normalize(next_z, dim=1)).sum(1)).mean()
+        pred = self.net(torch.cat([z, action], dim=1))
+        return (2.0 - 2.0 * F.cosine_similarity(pred, next_z, dim=1)).mean()
 
 
 class Actor(nn.Module):
