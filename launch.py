@@ -25,9 +25,10 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=TrainConfig
     )
-    preset: Literal["full", "tiny", "pendulum-cpu"] = "full"
-    """Defaults to start from: full (the spec), tiny (small images/networks, CPU smoke runs) or
-    pendulum-cpu (VisualPendulum sized for 2 CPU cores: 20k agent steps in about 22 minutes)."""
+    preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu"] = "full"
+    """Defaults to start from: full (the spec), tiny (small images/networks, CPU smoke runs),
+    pendulum-cpu (VisualPendulum sized for 2 CPU cores: 20k agent steps in about 22 minutes) or
+    carracing-cpu (CarRacing sized for 2 CPU cores: 32x32 images, replay ratio 0.5)."""
     resume: str | None = None
     """Continue the run in this directory from its latest checkpoint."""
     demos: tuple[str, ...] = ()

@@ -123,7 +123,7 @@ def test_help_lists_config_fields_with_their_docstrings():
     assert "Transitions per learner update." in proc.stdout
 
 
-@pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu"])
+@pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu", "carracing-cpu"])
 def test_every_preset_parses_and_flags_override_it(preset):
     import dataclasses
 
