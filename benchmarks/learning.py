@@ -312,6 +312,7 @@ def main() -> None:
                 video=False,
             ),
             wandb="disabled",
+            keep_checkpoints=1_000,  # every checkpoint stays: the best one gets filmed
         )
         planned = []
         for arm in args.arms:
