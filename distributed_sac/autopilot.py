@@ -35,26 +35,24 @@ WHEELBASE = 3.24
 def to_agent(raw: np.ndarray) -> np.ndarray:
     """Agent action in [-1, 1]^3 that the env's RescaleAction maps onto raw (steer, gas, brake)."""
     raw = np.clip(np.asarray(raw, dtype=np.float64), RAW_LOW, RAW_HIGH)
-    return np.clip(2.0 * (raw - RAW_LOW) / (RAW_HIGH - RAW_LOW) - 1.0, -1.0, 1.0).astype(
-        np.float32
-    )
+    return np.clip(2.0 * (raw - RAW_LOW) / (RAW_HIGH - RAW_LOW) - 1.0, -1.0, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class AutopilotParams:
     """Gains of the scripted driver (units: track units, seconds)."""
 
-    lookahead_base: float = 5.0
+    lookahead_base: float = 6.0
     """Look-ahead distance at standstill."""
-    lookahead_per_speed: float = 0.12
+    lookahead_per_speed: float = 0.25
     """Extra look-ahead per unit/s of speed."""
     steer_gain: float = 1.0
     """Multiplies the pure-pursuit wheel angle (radians) before it becomes the steer command."""
     max_speed: float = 110.0
     """Speed never aimed above."""
-    lateral_accel: float = 220.0
+    lateral_accel: float = 160.0
     """Lateral acceleration allowed in bends: the speed limit there is sqrt(this / curvature)."""
-    brake_decel: float = 90.0
+    brake_decel: float = 60.0
     """Deceleration assumed when planning to slow for a bend ahead."""
     preview: float = 80.0
     """Centre line looked along for bends, beyond the braking distance."""
