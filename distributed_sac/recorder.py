@@ -197,8 +197,8 @@ class Recorder:
             path = self.save()
             self.returns.append(ret)
             print(
-                f"episode {self.episode - 1} (seed {seed}): return {ret:.1f} in {n} steps, "
-                f"{end}, {secs:.1f}s -> {path}",
+                f"episode {self.episode - 1}: return {ret:.1f} in {n} steps -> {path} "
+                f"(seed {seed}, {end}, {secs:.1f}s)",
                 flush=True,
             )
         return self.episode

@@ -85,8 +85,9 @@ def test_record_autopilot_prints_returns_and_loads_as_train_demos(tmp_path: Path
     argv = ["--autopilot", "--out", str(out), "--episodes", "2", "--seed", "3", "--max-steps", "30"]
     assert main([*argv, "--preset", "tiny"]) == 0
     printed = capsys.readouterr().out
-    returns = [float(r) for r in re.findall(r"return (-?[\d.]+) in 30 steps, time limit", printed)]
-    assert len(returns) == 2 and "(seed 3)" in printed and "(seed 4)" in printed
+    found = re.findall(r"return (-?[\d.]+) in 30 steps -> .*\(seed (\d), time limit", printed)
+    assert [seed for _, seed in found] == ["3", "4"]
+    returns = [float(ret) for ret, _ in found]
     assert f"mean return {np.mean(returns):.1f}" in printed
     # What `launch.py train --demos` loads, with the preset's wrappers (tiny: 32x32).
     cmd = parse_train(["--preset", "tiny", "--env", "CarRacing", "--demos", str(out)])
