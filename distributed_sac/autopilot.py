@@ -6,14 +6,21 @@ driving order) and returns CarRacing's raw (steer, gas, brake):
 
 - steering is pure pursuit: aim at the centre-line point a look-ahead distance ahead of the car's
   nearest point, the look-ahead growing with speed; the wheel angle is the one whose circular arc
-  reaches that point;
+  reaches that point, less a yaw damping term where the car turns faster than that arc (a slide);
 - speed control keeps the speed under what every upcoming bend allows (a lateral acceleration
   limit on the centre line's curvature), and under what braking can still bring down to that in
-  the distance left; it brakes (below the 0.9 that locks the wheels) when over that speed.
+  the distance left; it brakes (below the 0.9 that locks the wheels) when over that speed;
+- gas grows with the shortfall from the planned speed, and traction control and ABS guard it:
+  CarRacing's tyres share one friction limit between driving and cornering, so full gas spins
+  the rear wheels and the car spins out. Gas is cut while the rear wheels turn faster than the
+  ground, the brake while they turn much slower. Either guard alone is enough on tracks 0..9;
+  with neither (full gas, no traction control) 2 of those 10 laps were not completed.
+
+Tuned on tracks 20..39, it completes the lap on tracks 0..9 with a mean return of 914.5 (README).
 
 The controller holds no randomness; its only state is the nearest track index, searched in a
-window ahead of the last one so that a part of the loop passing close by is never mistaken for
-the car's. `to_agent` maps a raw action onto the agent's [-1, 1] actions, as `keys_to_action`.
+window around the last one so that a part of the loop passing close by is not mistaken for the
+car's. `to_agent` maps a raw action onto the agent's [-1, 1] actions, as `keys_to_action`.
 """
 
 from __future__ import annotations
@@ -75,12 +82,12 @@ class Autopilot:
         self.params = params or AutopilotParams()
         self._track: Any = None
         self._points = np.zeros((0, 2))
-        self._arc = np.zeros(0)
+        self._seg = np.zeros(0)
         self._curvature = np.zeros(0)
         self._nearest = 0
 
     def _load(self, track: Any) -> None:
-        """Precompute positions, arc lengths and curvature of a new track's centre line."""
+        """Precompute positions, segment lengths and curvature of a new track's centre line."""
         pts = np.array([(p[2], p[3]) for p in track], dtype=np.float64)
         seg = np.roll(pts, -1, axis=0) - pts
         length = np.linalg.norm(seg, axis=1)
