@@ -240,6 +240,25 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def record_autopilot(out: Path, cfg: TrainConfig, episodes: int, seed: int = 100) -> Path:
+    """Record `episodes` autopilot laps (tracks seed, seed + 1, ...) with `cfg`'s wrappers."""
+    from distributed_sac.recorder import RecordArgs, Recorder
+
+    if out.exists():
+        raise SystemExit(f"{out} exists; pass it as --demos or choose another --out")
+    recorder = Recorder(
+        RecordArgs(
+            out=str(out), episodes=episodes, seed=seed, autopilot=True, wrappers=cfg.wrappers
+        )
+    )
+    try:
+        recorder.run()
+    finally:
+        recorder.close()
+    print(f"autopilot: {episodes} episodes, mean return {sum(recorder.returns) / episodes:.1f}")
+    return out
+
+
 TARGETS = {
     ("VisualPendulum", "scratch"): (-250.0, None),
     ("VisualPendulum", "demos"): (-250.0, None),
@@ -266,7 +285,18 @@ def main() -> None:
         default=["scratch"],
         help="scratch: online only; demos: --demos, --pretrain-updates, then online",
     )
-    parser.add_argument("--demos", nargs="*", default=[], help="demonstration files or folders")
+    parser.add_argument(
+        "--demos",
+        nargs="*",
+        default=[],
+        help="demonstration files or folders (default: record --autopilot-episodes)",
+    )
+    parser.add_argument(
+        "--autopilot-episodes",
+        type=int,
+        default=20,
+        help="without --demos, the demos arm first records this many autopilot episodes",
+    )
     parser.add_argument(
         "--pretrain-updates", type=int, default=2_000, help="updates on the demos (demos arm)"
     )
@@ -300,7 +330,9 @@ def main() -> None:
         if min(args.workers) < 1:
             raise SystemExit(f"--workers must be >= 1, got {args.workers}")
         if "demos" in args.arms and not args.demos:
-            raise SystemExit("the demos arm needs --demos (files or folders of .npz episodes)")
+            if env != "CarRacing" or args.autopilot_episodes < 1:
+                raise SystemExit("the demos arm needs --demos (files or folders of .npz episodes)")
+            args.demos = [str(record_autopilot(args.out / "demos", base, args.autopilot_episodes))]
         base = dataclasses.replace(
             base,
             env=env,
