@@ -4,7 +4,7 @@ One update, every loss taken at the parameters theta_t the update starts from:
 
 1. obs and next_obs get independent random shifts (replicate pad ``augment_pad``, crop back).
 2. target_q = r + gamma * (1 - terminated) * (min Q_target(next, a') - alpha * log_pi(a'|next)),
-   a' ~ pi(.|next). Truncation bootstraps; only termination cuts the return (SPEC).
+   a' ~ pi(.|next). Truncation bootstraps; only termination cuts the return.
 3. critic_loss = mse(q1, target_q) + mse(q2, target_q), through the Q heads, the critic
    projection and the convs.
 4. recon_loss = mse(decoder(z), (obs + u) / 256) + latent_l2 * mean(0.5 * |z|^2) with
@@ -26,9 +26,9 @@ Taking every loss at theta_t is the one departure from SAC-AE's code, which runs
 autoencoder updates after the critic's optimiser step; it is what lets the fast path share one
 encoder pass and stay an exact rewrite of the plain path.
 
-Plain path (``fast_path=False``): fp32 eager, one forward pass per loss, as the seed did: a
-critic pass, an actor pass (the actor's conv pass and the critic's again for Q(obs, pi)) and an
-autoencoder pass. Fast path (``fast_path=True``), the same math:
+Plain path (``fast_path=False``): fp32 eager, one forward pass per loss, as the original
+single-process project did: a critic pass, an actor pass (the actor's conv pass and the critic's
+again for Q(obs, pi)) and an autoencoder pass. Fast path (``fast_path=True``), the same math:
 
 - one conv + critic-projection pass over obs shared by the critic, reconstruction and actor
   losses (the actor reads it detached, as DrQ-v2 does): no conv pass of its own for the

@@ -1,4 +1,4 @@
-"""The pixel environments against stock gymnasium envs stepped in lockstep (SPEC.md)."""
+"""The pixel environments against stock gymnasium envs stepped in lockstep (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from distributed_sac.run_dir import RunDir, fingerprint
 from distributed_sac.sac_ae import SacAeAgent
 
 torch.set_num_threads(1)
-# Pendulum's rgb_array frame (SPEC.md); the video must keep it, not rescale it to codec blocks.
+# Pendulum's rgb_array frame (docs/design.md): the video keeps it, no rescale to codec blocks.
 PENDULUM_FRAME = (500, 500, 3)
 
 
