@@ -12,8 +12,9 @@ import pytest
 from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.utils.env_checker import check_env
 
-from distributed_sac.config import EnvConfig
+from distributed_sac.config import ACTION_DIMS, ENV_NAMES, EnvConfig
 from distributed_sac.envs import (
+    ENV_IDS,
     SLIGHT_GAS,
     EarlyTermination,
     action_dim,
@@ -104,6 +105,13 @@ class ScriptedRewards(gym.Env):
         reward, terminated, truncated = self.steps[self.t]
         self.t += 1
         return np.zeros(1, np.uint8), reward, terminated, truncated, {}
+
+
+def test_every_env_table_covers_exactly_the_env_names():
+    assert ENV_NAMES == ("CarRacing", "VisualPendulum")
+    assert set(ENV_IDS) == set(ACTION_DIMS) == set(ENV_NAMES)
+    with pytest.raises(ValueError, match="choose one of CarRacing, VisualPendulum"):
+        make_env("Pendulum", CFG)
 
 
 @pytest.mark.parametrize("name,dim", [("CarRacing", 3), ("VisualPendulum", 1)])
