@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-ENV_NAMES = ("CarRacing", "VisualPendulum")
 EnvName = Literal["CarRacing", "VisualPendulum"]
+ENV_NAMES: tuple[EnvName, ...] = get_args(EnvName)
 ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
 """Agent action dimensions, all in [-1, 1] (SPEC.md, Environments)."""
 PENDULUM_RENDER_SIZE = 500

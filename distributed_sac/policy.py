@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from distributed_sac.augment import check_obs
 from distributed_sac.config import AgentConfig
+from distributed_sac.data import check_obs
 from distributed_sac.networks import Actor, PixelEncoder, init_weights, squashed_sample
+from distributed_sac.tensors import to_device
 
 
 class PolicyWeights(NamedTuple):
@@ -53,7 +54,7 @@ def policy_act(
     """Actions in [-1, 1] of ``actor`` for uint8 ``obs``: tanh(mu) or a squashed sample."""
     check_obs(obs, obs_shape)
     with torch.inference_mode():
-        mu, log_std = actor(torch.from_numpy(np.ascontiguousarray(obs)).to(generator.device))
+        mu, log_std = actor(to_device(obs, generator.device))
         if deterministic:
             return torch.tanh(mu).cpu().numpy()
         eps = torch.randn(mu.shape, generator=generator, device=generator.device)

@@ -2,7 +2,7 @@
 
 The driver drives the very env the agent trains in (`make_env`: same wrappers, frame stack and
 action repeat), so each saved episode holds the agent's observations and the agent's [-1, 1]
-actions (SPEC.md, Human demonstrations). Keys are read once per agent step. The key state is
+actions (README.md, Human demonstrations). Keys are read once per agent step. The key state is
 tracked from KEYDOWN/KEYUP events rather than `pygame.key.get_pressed()`, which does not see
 events posted with `pygame.event.post` (how the tests drive the recorder headless).
 

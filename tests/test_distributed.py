@@ -89,7 +89,6 @@ def test_metrics_jsonl_is_well_formed(finished_run):
     }
     for r in records:
         assert required <= set(r), required - set(r)
-        assert r["env_steps"] == 3 * r["agent_steps"]
     steps = [r["agent_steps"] for r in records]
     assert steps == sorted(steps)
     assert any(r.get("eval_return_mean") is not None for r in records)

@@ -21,8 +21,8 @@ from distributed_sac.run_dir import RunDir, fingerprint
 from distributed_sac.sac_ae import SacAeAgent
 
 torch.set_num_threads(1)
-# Pendulum's 500x500 rgb_array frame beside the agent's 32x32 view scaled 15x (480 wide); the
-# video must keep that size, not rescale it to codec blocks.
+# Pendulum's 500x500 rgb_array frame (docs/design.md) beside the agent's 32x32 view scaled 15x
+# (480 wide); the video keeps that size, no rescale to codec blocks.
 PENDULUM_FRAME = (500, 500 + 15 * 32, 3)
 
 
