@@ -35,8 +35,8 @@ from distributed_sac.sac_ae import SacAeAgent
 log = logging.getLogger(__name__)
 
 FEEDS_IN_FLIGHT = 2
-UPDATES_PER_FEED = 32
-"""Updates one feed carries indices for: about 30 ms of GPU work, one round trip."""
+UPDATES_PER_FEED = 64
+"""Updates one feed carries indices for: about 50 ms of GPU work per round trip."""
 METRICS_EVERY = 50
 """Updates between reads of the device-side metric sums (the only host sync of the loop)."""
 
