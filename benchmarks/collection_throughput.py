@@ -96,9 +96,7 @@ def start_actors(cfg: TrainConfig, n: int, replay_ratio: float) -> tuple:
         .options(**{k: v for k, v in learner_options(device, 0).items() if k != "name"})
         .remote(cfg, obs_shape, action_dim, device)
     )
-    spec = dataclasses.replace(
-        ReplaySpec.from_config(cfg, action_dim), cfg=rcfg, total_steps=NEVER
-    )
+    spec = dataclasses.replace(ReplaySpec.from_config(cfg, action_dim), cfg=rcfg, total_steps=NEVER)
     replay = remote_replay().options(num_cpus=0).remote(spec)
     ray.get(learner.attach.remote(replay))
     workers = [
@@ -129,9 +127,7 @@ def collect(cfg: TrainConfig, n: int, seconds: float, warmup: float) -> dict:
     s1, t1 = ray.get(replay.stats.remote()), time.monotonic()
     stop_actors(learner, replay, workers, runs)
     dt = t1 - t0
-    per_worker = [
-        (s1.worker_steps.get(i, 0) - s0.worker_steps.get(i, 0)) / dt for i in range(n)
-    ]
+    per_worker = [(s1.worker_steps.get(i, 0) - s0.worker_steps.get(i, 0)) / dt for i in range(n)]
     return {"aggregate": (s1.agent_steps - s0.agent_steps) / dt, "per_worker": per_worker}
 
 

@@ -224,7 +224,9 @@ class Learner:
 
     def _train(self, feed: Feed, max_updates: int | None) -> None:
         for j in range(feed.updates):
-            if max_updates is not None and self.agent.num_updates >= max_updates:
+            if self._stop.is_set() or (
+                max_updates is not None and self.agent.num_updates >= max_updates
+            ):
                 return
             parts = []
             if feed.demo_idx.shape[1]:
