@@ -76,8 +76,8 @@ def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: 
         if demo_chunks:
             driver.pretrain(demo_chunks, pretrain_updates)
         record = driver.train()
-        found = ray.get(driver.learner.latest_weights.remote(-1))
-        final = ray.get(driver.evaluator.evaluate.remote(found[0], record["agent_steps"], None))
+        _, weights = ray.get(driver.learner.latest_weights.remote())
+        final = ray.get(driver.evaluator.evaluate.remote(weights[0], record["agent_steps"], None))
         final["time"] = time.time()
         (run.path / "final_eval.json").write_text(json.dumps(final, indent=2))
     finally:

@@ -34,6 +34,131 @@ class Chunk(NamedTuple):
         return int(self.action.shape[0])
 
 
+class ChunkRun(NamedTuple):
+    """Consecutive chunks laid end to end: what replay ships to the learner's mirror and to disk.
+
+    Chunk ``k`` has ``lengths[k]`` transitions and ``lengths[k] + S`` frames; its frames follow
+    chunk ``k - 1``'s in ``frames``, its transitions follow in the per-transition arrays.
+    """
+
+    frames: np.ndarray
+    """uint8 (sum(T_k + S), H, W)."""
+    action: np.ndarray
+    """float32 (sum T_k, A)."""
+    reward: np.ndarray
+    """float32 (sum T_k,)."""
+    terminated: np.ndarray
+    """bool (sum T_k,)."""
+    truncated: np.ndarray
+    """bool (sum T_k,)."""
+    weights_version: np.ndarray
+    """int64 (sum T_k,): version of the weights that acted (-1: random exploration)."""
+    lengths: np.ndarray
+    """int64 (K,): transitions per chunk."""
+
+    @property
+    def num_transitions(self) -> int:
+        return int(self.action.shape[0])
+
+
+class Geometry(NamedTuple):
+    """Sizes that fix a replay's ring layout; the learner's mirror must match them exactly."""
+
+    capacity: int
+    frame_capacity: int
+    frame_shape: tuple[int, int]
+    stack: int
+    action_dim: int
+
+
+class Feed(NamedTuple):
+    """What the replay sends the learner per call: new chunks once, then index batches."""
+
+    reset: bool
+    """The mirror must clear first: ``chunks`` is then the replay's whole content."""
+    geometry: Geometry
+    first_seq: int
+    """Sequence number of the first chunk in ``chunks`` (chunks are numbered as inserted)."""
+    chunks: ChunkRun
+    """Chunks inserted since the learner last heard, oldest first."""
+    demos: ChunkRun | None
+    """All demonstrations, when this learner has not had them yet."""
+    demo_idx: np.ndarray
+    """int64 (K, D): logical demonstration indices, D per update."""
+    replay_idx: np.ndarray
+    """int64 (K, B - D): logical replay indices; K updates in all."""
+    done: bool
+    """Collection is over and the ratio allows no more updates: the learner stops."""
+
+    @property
+    def updates(self) -> int:
+        return int(self.replay_idx.shape[0])
+
+
+class EpisodeStats(NamedTuple):
+    """One finished training episode (raw, unsmoothed rewards)."""
+
+    episode_return: float
+    length: int
+    terminated: bool
+    early_stop: bool
+
+
+class AddReply(NamedTuple):
+    """The replay's answer to an env worker's ``add``."""
+
+    agent_steps: int
+    done: bool
+    """Collection reached ``total_steps`` (or was closed): the worker stops."""
+    throttled: bool
+    """The rate limiter held the chunks for the whole wait: send them again."""
+    weights_version: int
+    """Newest published weights version the replay knows."""
+    weights: list | None
+    """``[ObjectRef]`` of those weights when newer than the worker's (a list keeps Ray from
+    resolving it), else None."""
+
+
+class ReplayStats(NamedTuple):
+    """Replay counters for the driver's metrics; ``episodes`` drains on every call."""
+
+    agent_steps: int
+    replay_size: int
+    episodes_total: int
+    episodes: list[EpisodeStats]
+    replay_ratio_held: float
+    worker_steps: dict[int, int]
+    sample_age: float
+    """Median over recent feeds of (learner updates - weights version) of sampled data."""
+    closed: bool
+
+
+class LearnerStats(NamedTuple):
+    updates: int
+    weights_version: int
+    wait_s: float
+    """Seconds the update loop waited for the replay's feeds."""
+    update_s: float
+    """Seconds the update loop spent in updates (launch time on a GPU: it does not sync)."""
+    losses: dict[str, float]
+    """Means of each update metric over recent updates."""
+    publish_times: dict[int, float]
+    """``time.time()`` of the last few publishes, by version."""
+
+
+class WorkerStats(NamedTuple):
+    worker: int
+    steps: int
+    steps_per_s: float
+    policy_version: int
+    node_id: str
+    acting_lag: np.ndarray
+    """int64: updates the acting weights were behind the newest published, per step since the
+    last ``stats`` call (at most the last few thousand)."""
+    first_use: dict[int, float]
+    """``time.time()`` the last few versions were first acted with, by version."""
+
+
 class Batch(NamedTuple):
     """A sampled batch; pixels stay uint8 until the encoder."""
 

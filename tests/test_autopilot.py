@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.augment import batch_tensors, draw_noise
+from distributed_sac.tensors import batch_tensors, draw_noise
 from distributed_sac.autopilot import Autopilot, to_agent
 from distributed_sac.config import EnvConfig, tiny_preset
 from distributed_sac.demos import load_demos

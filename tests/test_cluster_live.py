@@ -89,7 +89,7 @@ def check_finished_run(run_dir: Path) -> dict:
     assert last["learner_updates"] > 0
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
     assert ckpts and ckpts[-1].name == f"ckpt_{last['agent_steps']:012d}.pt"
-    assert (run_dir / "checkpoints" / "replay.npz").exists()
+    assert (run_dir / "checkpoints" / "replay" / "manifest.json").exists()
     return last
 
 
