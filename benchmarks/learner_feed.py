@@ -30,12 +30,12 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.tensors import batch_tensors
 from distributed_sac.config import AgentConfig, ReplayConfig, TrainConfig
 from distributed_sac.data import Batch, Chunk
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import CONCURRENCY_GROUPS, ReplayServer, ReplaySpec
 from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.tensors import batch_tensors
 
 OBS = (4, 84, 84)
 BATCH = 128

@@ -16,9 +16,9 @@ import functools
 import numpy as np
 import torch
 
-from distributed_sac.tensors import BatchTensors
 from distributed_sac.data import ChunkRun, Geometry
 from distributed_sac.replay import RingLayout, ring_write
+from distributed_sac.tensors import BatchTensors
 
 
 class DeviceMirror:

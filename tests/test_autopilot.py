@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.tensors import batch_tensors, draw_noise
 from distributed_sac.autopilot import Autopilot, to_agent
 from distributed_sac.config import EnvConfig, tiny_preset
 from distributed_sac.demos import load_demos
@@ -19,6 +18,7 @@ from distributed_sac.envs import make_env
 from distributed_sac.recorder import RecordArgs, Recorder, main
 from distributed_sac.replay import ReplayBuffer
 from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.tensors import batch_tensors, draw_noise
 from launch import parse_train
 
 CFG = EnvConfig(image_size=32)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.tensors import batch_tensors
 from distributed_sac.config import ReplayConfig, tiny_preset
 from distributed_sac.data import Batch, Chunk, EpisodeStats
 from distributed_sac.mirror import DeviceMirror, concat_batches
@@ -18,6 +17,7 @@ from distributed_sac.remote.replay_server import ReplayServer, ReplaySpec, new_c
 from distributed_sac.replay import ReplayBuffer, mix_indices
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.snapshot import MANIFEST, restore_snapshot
+from distributed_sac.tensors import batch_tensors
 from tests.test_replay import ACTION_DIM, SHAPE, STACK, Reference, decode
 
 CFG = tiny_preset()
