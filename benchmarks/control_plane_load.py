@@ -48,9 +48,9 @@ class GapLearner(Learner):
         super().__init__(*args, **kwargs)
         self._times: list[float] = []
 
-    def _update(self, batch) -> None:
+    def _update(self, batch, num_demo: int = 0) -> None:
         self._times.append(time.time())
-        super()._update(batch)
+        super()._update(batch, num_demo)
 
     def update_times(self) -> list[float]:
         return list(self._times)

@@ -298,7 +298,7 @@ def main() -> None:
         help="without --demos, the demos arm first records this many autopilot episodes",
     )
     parser.add_argument(
-        "--pretrain-updates", type=int, default=2_000, help="updates on the demos (demos arm)"
+        "--pretrain-updates", type=int, default=1_000, help="updates on the demos (demos arm)"
     )
     parser.add_argument("--total-steps", type=int, default=None, help="override agent steps")
     parser.add_argument("--eval-every", type=int, default=None, help="agent steps between evals")

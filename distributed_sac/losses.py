@@ -37,6 +37,8 @@ class OnlinePass(NamedTuple):
     """The policy's log standard deviation on obs."""
     pi_q: torch.Tensor | None
     """min(Q1, Q2)(obs, a) on detached conv features, for the actor loss."""
+    mu: torch.Tensor | None = None
+    """The policy's mean before the tanh on obs; tanh(mu) is the deterministic action."""
 
 
 class Losses(NamedTuple):
@@ -112,3 +114,13 @@ def actor_and_alpha_loss(
             "log_std": online.log_std.detach().mean(),
         },
     )
+
+
+def behaviour_cloning_loss(mu: torch.Tensor, demo_action: torch.Tensor) -> torch.Tensor:
+    """Squared error of the deterministic action tanh(mu) against demonstrated actions.
+
+    Added to the actor loss on the demonstration rows of a batch (TD3+BC, Fujimoto & Gu 2021):
+    the critic alone, trained on a few expert episodes, scores actions it never saw and pulls
+    the policy towards them (docs/benchmarks.md, CarRacing).
+    """
+    return (torch.tanh(mu) - demo_action).pow(2).sum(1).mean()

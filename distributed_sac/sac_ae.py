@@ -64,6 +64,7 @@ from distributed_sac.losses import (
     TargetPass,
     actor_and_alpha_loss,
     autoencoder_loss,
+    behaviour_cloning_loss,
     bellman_target,
     critic_loss,
 )
@@ -168,13 +169,19 @@ class SacAeAgent:
         """Current entropy temperature exp(log_alpha), detached."""
         return self.log_alpha.detach().exp()
 
-    def update(self, batch: Batch | BatchTensors) -> dict[str, float]:
-        """One learner update on ``batch``; actor, temperature and targets follow the schedule."""
-        metrics = self.update_on_device(batch)
+    def update(self, batch: Batch | BatchTensors, num_demo: int = 0) -> dict[str, float]:
+        """One learner update on ``batch``; actor, temperature and targets follow the schedule.
+
+        The first ``num_demo`` rows are demonstrations: the actor loss adds the behaviour-cloning
+        term on them when ``bc_weight`` is set.
+        """
+        metrics = self.update_on_device(batch, num_demo)
         values = torch.stack([v.float() for v in metrics.values()]).tolist()
         return dict(zip(metrics, values, strict=True))
 
-    def update_on_device(self, batch: Batch | BatchTensors) -> dict[str, torch.Tensor]:
+    def update_on_device(
+        self, batch: Batch | BatchTensors, num_demo: int = 0
+    ) -> dict[str, torch.Tensor]:
         """``update`` whose metrics stay 0-d tensors on the device: no host sync per update."""
         if isinstance(batch, BatchTensors):
             data = batch
@@ -184,14 +191,16 @@ class SacAeAgent:
             data.obs.shape[0], self.obs_shape, self.action_dim, self.cfg.augment_pad, self.generator
         )
         update_actor = self.num_updates % self.cfg.actor_update_every == 0
-        losses = self.losses(data, noise, update_actor)
+        losses = self.losses(data, noise, update_actor, num_demo)
         self._descend(losses)
         if self.num_updates % self.cfg.target_update_every == 0:
             self._update_targets()
         self.num_updates += 1
         return losses.metrics
 
-    def losses(self, data: BatchTensors, noise: UpdateNoise, update_actor: bool) -> Losses:
+    def losses(
+        self, data: BatchTensors, noise: UpdateNoise, update_actor: bool, num_demo: int = 0
+    ) -> Losses:
         """All losses of one update at the current parameters (the actor's only if scheduled)."""
         pad = self.cfg.augment_pad
         obs = random_shift(data.obs, noise.shifts[0], pad)
@@ -217,6 +226,10 @@ class SacAeAgent:
         actor, alpha, actor_metrics = actor_and_alpha_loss(
             online, self.log_alpha, self.target_entropy
         )
+        if self.cfg.bc_weight > 0 and num_demo > 0:
+            bc = behaviour_cloning_loss(online.mu[:num_demo], data.action[:num_demo])
+            actor = actor + self.cfg.bc_weight * bc
+            actor_metrics["bc_loss"] = bc.detach()
         return Losses(critic, recon, actor, alpha, metrics | actor_metrics)
 
     @torch.no_grad()
@@ -253,7 +266,7 @@ class SacAeAgent:
             mu, log_std = self.actor(obs, detach_convs=True)
             pi, log_pi = squashed_sample(mu, log_std, eps)
             pi_q = torch.min(*self.critic(obs, pi, detach_convs=True))
-        return OnlinePass(q1, q2, z, log_pi, log_std, pi_q)
+        return OnlinePass(q1, q2, z, log_pi, log_std, pi_q, mu)
 
     def _descend(self, losses: Losses) -> None:
         """Step each optimiser along the gradient of its own loss w.r.t. the parameters it holds.

@@ -233,12 +233,12 @@ class Learner:
                 parts.append(self.demos.gather(feed.demo_idx[j]))
             if feed.replay_idx.shape[1]:
                 parts.append(self.mirror.gather(feed.replay_idx[j]))
-            self._update(concat_batches(parts))
+            self._update(concat_batches(parts), num_demo=feed.demo_idx.shape[1])
 
-    def _update(self, batch) -> None:
+    def _update(self, batch, num_demo: int = 0) -> None:
         t0 = time.monotonic()
         with self._lock:
-            metrics = self.agent.update_on_device(batch)
+            metrics = self.agent.update_on_device(batch, num_demo)
         seconds = time.monotonic() - t0
         self._update_s += seconds
         self.telemetry.update(seconds)
