@@ -50,7 +50,7 @@ from distributed_sac.policy import Policy
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
-from distributed_sac.remote.placement import learner_device, learner_options
+from distributed_sac.remote.placement import learner_device, learner_options, start_local_ray
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 from distributed_sac.rollout import Rollout
 from distributed_sac.run_dir import RunDir
@@ -277,10 +277,9 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
-    ray.init(
-        address="local",
-        num_cpus=max(cores, args.max_workers + 1),
-        include_dashboard=False,
+    start_local_ray(
+        preset_config(args.preset[0], args.env[0]),
+        args.max_workers,
         logging_level="ERROR",
         log_to_driver=False,
     )

@@ -26,7 +26,6 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import ray
 from distributed_sac.config import PRESETS, TrainConfig
 from distributed_sac.demos import load_demos
 from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.remote.session import prepare
 from distributed_sac.run_dir import RunDir
 
@@ -52,13 +52,7 @@ def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: 
     """
     demo_chunks = load_demos(demos, cfg.env, cfg.wrappers) if arm == "demos" else None
     cfg, run = prepare(cfg, None)
-    # address="local": a bare ray.init joins any cluster `ray start` left on this machine.
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, cfg.num_workers + math.ceil(cfg.learner_cpus)),
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-    )
+    start_local_ray(cfg, cfg.num_workers, logging_level=logging.WARNING)
     try:
         run = RunDir.create(run.path, cfg)
         (run.path / "arm.json").write_text(

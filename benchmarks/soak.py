@@ -29,6 +29,7 @@ from ray.util.state import list_actors
 
 from distributed_sac.config import tiny_preset
 from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.run_dir import RunDir
 
 MB = 1e6
@@ -119,12 +120,8 @@ def main() -> None:
     )
     run = RunDir.create(args.out / time.strftime("soak-%Y%m%d-%H%M%S"), cfg)
     cores = os.cpu_count() or 1
-    context = ray.init(
-        address="local",
-        num_cpus=max(cores, args.workers + 1),
-        include_dashboard=True,
-        logging_level="ERROR",
-        log_to_driver=False,
+    context = start_local_ray(
+        cfg, cfg.num_workers, include_dashboard=True, logging_level="ERROR", log_to_driver=False
     )
     dashboard, gcs = f"http://{context.dashboard_url}", ray.get_runtime_context().gcs_address
     samples: list[dict] = []

@@ -40,16 +40,27 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
 
         if not torch.cuda.is_available():
             raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
-    # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
-    needed = math.ceil(num_workers + cfg.learner_cpus + REPLAY_CPUS + evaluator_cpus(cfg))
-    ray.init(
-        address="local",  # a new local Ray, even when `ray start` runs one on this machine
-        num_cpus=max(os.cpu_count() or 1, needed),
-        include_dashboard=True,
-        dashboard_host=cfg.dashboard_host,
-        logging_level=logging.WARNING,
-    )
+    start_local_ray(cfg, num_workers, include_dashboard=True, logging_level=logging.WARNING)
     return True
+
+
+def local_cpus(cfg: TrainConfig, num_workers: int) -> int:
+    """Logical CPUs a local Ray needs to place every actor of a run with `num_workers`."""
+    needed = math.ceil(num_workers + cfg.learner_cpus + REPLAY_CPUS + evaluator_cpus(cfg))
+    # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
+    return max(os.cpu_count() or 1, needed)
+
+
+def start_local_ray(cfg: TrainConfig, num_workers: int, **init_kwargs):
+    """A new local Ray sized by `local_cpus` (benchmarks and `connect`); its context."""
+    init_kwargs.setdefault("include_dashboard", False)
+    if init_kwargs["include_dashboard"]:
+        init_kwargs.setdefault("dashboard_host", cfg.dashboard_host)
+    return ray.init(
+        address="local",  # a new local Ray, even when `ray start` runs one on this machine
+        num_cpus=local_cpus(cfg, num_workers),
+        **init_kwargs,
+    )
 
 
 # Env workers and the evaluator render off-screen; without a display SDL would complain.
