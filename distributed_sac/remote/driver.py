@@ -215,10 +215,9 @@ class Driver:
         self._eval = self.evaluator.evaluate.remote(weights[0], steps, video)
 
     def _log(self, prev: _Previous, progress: Progress | None) -> tuple[dict, _Previous]:
-        replay, learner, *workers = ray.get(
-            [self.replay.stats.remote(), self.learner.stats.remote()]
-            + [w.stats.remote() for w in self.workers]
-        )
+        worker_refs = [w.stats.remote() for w in self.workers]
+        replay, learner = ray.get([self.replay.stats.remote(), self.learner.stats.remote()])
+        workers = self._worker_stats(worker_refs)
         now = time.monotonic()
         dt = max(1e-9, now - prev.t)
         self._returns.extend(e.episode_return for e in replay.episodes)
@@ -258,6 +257,17 @@ class Driver:
         if progress is not None:
             progress.update(record)
         return record, _Previous(now, replay.agent_steps, learner.updates, learner.wait_s)
+
+    @staticmethod
+    def _worker_stats(refs: list[ray.ObjectRef]) -> list:
+        """Stats of the workers that answer; one dying or restarting is skipped this time."""
+        stats = []
+        for ref in refs:
+            try:
+                stats.append(ray.get(ref))
+            except RayActorError:  # includes ActorUnavailableError while Ray restarts it
+                continue
+        return stats
 
     def _log_media(self, eval_record: dict) -> None:
         """The eval video and a grid of autoencoder reconstructions beside their inputs."""
