@@ -253,6 +253,41 @@ def record_autopilot(out: Path, cfg: TrainConfig, episodes: int, seed: int = 100
     return out
 
 
+def override(cfg, items: list[str]):
+    """``cfg`` with each dotted ``FIELD=VALUE`` set, the value parsed as the field's type."""
+    for item in items:
+        path, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected FIELD=VALUE, got {item!r}")
+        cfg = _set(cfg, path.split("."), text, path)
+    return cfg
+
+
+def _set(obj, names: list[str], text: str, path: str):
+    head, rest = names[0], names[1:]
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        raise ValueError(f"no config field {path!r}")
+    current = getattr(obj, head)
+    if rest:
+        return dataclasses.replace(obj, **{head: _set(current, rest, text, path)})
+    if dataclasses.is_dataclass(current):
+        raise ValueError(f"{path!r} is a group of fields, not one")
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"{path} takes true or false, got {text!r}")
+        value = text.lower() == "true"
+    elif current is None or isinstance(current, str):
+        value = text
+    elif isinstance(current, int):
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"{path} takes an integer, got {text!r}")
+        value = int(number)
+    else:
+        value = type(current)(text)
+    return dataclasses.replace(obj, **{head: value})
+
+
 TARGETS = {
     ("VisualPendulum", "scratch"): (-250.0, None),
     ("VisualPendulum", "demos"): (-250.0, None),
@@ -301,6 +336,13 @@ def main() -> None:
         "--threshold", type=float, default=None, help="eval return to reach (default: per arm)"
     )
     parser.add_argument("--seed", type=int, default=0, help="root seed of every run")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override config fields of every run, e.g. agent.alpha_lr=1e-3",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_out/learning"), help="output dir")
     parser.add_argument(
         "--replot",
@@ -340,6 +382,10 @@ def main() -> None:
             wandb="disabled",
             keep_checkpoints=1_000,  # every checkpoint stays: the best one gets filmed
         )
+        try:
+            base = override(base, args.set)
+        except ValueError as exc:
+            raise SystemExit(f"--set: {exc}") from None
         planned = []
         for arm in args.arms:
             steps = args.total_steps or TARGETS[env, arm][1] or base.total_steps
