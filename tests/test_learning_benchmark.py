@@ -76,3 +76,25 @@ def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
         == "gpu_check: no CUDA device visible to torch; run this on a GPU machine"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_set_overrides_nested_fields_with_their_types():
+    from benchmarks.learning import override
+
+    cfg = override(
+        carracing_cpu_preset(),
+        ["agent.alpha_lr=1e-3", "replay.capacity=5e4", "agent.fast_path=false", "seed=3"],
+    )
+    assert cfg.agent.alpha_lr == 1e-3 and cfg.replay.capacity == 50_000
+    assert cfg.agent.fast_path is False and cfg.seed == 3
+    assert cfg.agent.hidden_dim == carracing_cpu_preset().agent.hidden_dim
+    for bad, message in [
+        ("agent.nope=1", "no config field 'agent.nope'"),
+        ("agent=1", "'agent' is a group of fields, not one"),
+        ("replay.capacity=1.5", "replay.capacity takes an integer, got '1.5'"),
+        ("agent.fast_path=yes", "agent.fast_path takes true or false, got 'yes'"),
+        ("seed", "expected FIELD=VALUE, got 'seed'"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            override(cfg, [bad])
+        assert str(info.value) == message
