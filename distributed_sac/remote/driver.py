@@ -17,7 +17,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from distributed_sac.checkpoint import latest_checkpoint, save_checkpoint
+from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.monitor import Progress
 from distributed_sac.remote.env_worker import EnvWorker
@@ -33,7 +33,7 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplayServer
-from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, load_run_checkpoint
+from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
@@ -49,7 +49,14 @@ class TrainingError(RuntimeError):
 class Driver:
     """Owns one training run's actors on an already-connected Ray."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run: RunDir,
+        resume: bool = False,
+        checkpoint: tuple[Path, dict] | None = None,
+    ) -> None:
+        """`checkpoint` (path, payload) to resume from; by default, on resume, the newest intact."""
         self.cfg = cfg
         self.run = run
         self.obs_shape = cfg.wrappers.obs_shape
@@ -62,7 +69,8 @@ class Driver:
         )
         self.node = ray.get(self.learner.node_id.remote())
         log.info("learner on %s", ray.get(self.learner.describe_device.remote()))
-        ckpt = latest_checkpoint(run.checkpoints) if resume else None
+        if resume and checkpoint is None:
+            checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
         snapshot = run.checkpoints / REPLAY_SNAPSHOT
         self.replay = (
             ray.remote(ReplayServer)
@@ -81,8 +89,8 @@ class Driver:
             )
         )
         self.counters = {"worker_restarts": 0, "episodes": 0}
-        if ckpt is not None:
-            payload = load_run_checkpoint(ckpt, cfg)
+        if checkpoint is not None:
+            ckpt, payload = checkpoint
             ray.get(
                 [
                     self.learner.load_state.remote(payload["agent"]),
@@ -120,6 +128,9 @@ class Driver:
             run.path,
             config_to_dict(cfg),
             resume_id=saved_run_id(run.path) if resume else None,
+            name=cfg.wandb_name or run.path.name,
+            group=cfg.wandb_group or cfg.env,
+            tags=cfg.wandb_tags or (cfg.env,),
         )
         self._last_checkpoint = -1
         self._returns: deque[float] = deque(maxlen=20)

@@ -19,11 +19,6 @@ class ClusterError(RuntimeError):
     """Ray cannot be reached or cannot host the run as configured."""
 
 
-def default_num_workers() -> int:
-    """One env worker per core, keeping one core for the learner (at least 1)."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
 def connect(cfg: TrainConfig, num_workers: int) -> bool:
     """Join `cfg.address` or start a local Ray; returns True if this process started it."""
     if cfg.address:
@@ -41,13 +36,16 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
             raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
     # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
     needed = num_workers + 1
-    ray.init(
+    context = ray.init(
         address="local",  # a new local Ray, even when `ray start` runs one on this machine
         num_cpus=max(os.cpu_count() or 1, needed),
         include_dashboard=True,
         dashboard_host=cfg.dashboard_host,
         logging_level=logging.WARNING,
     )
+    url = context.dashboard_url
+    if url:
+        log.info("Ray dashboard: %s", url if "://" in url else f"http://{url}")
     return True
 
 
