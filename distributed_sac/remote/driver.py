@@ -158,7 +158,13 @@ class Driver:
             if cfg.eval.every
             else None
         )
-        prev = {"t": time.monotonic(), **start, "learner_updates": 0, "learner_wait_s": 0.0}
+        # Rates count from here: a resumed or pretrained learner starts with updates done.
+        learner = ray.get(self.learner.stats.remote())
+        prev = {
+            "t": time.monotonic(),
+            **start,
+            **{k: learner[k] for k in ("learner_updates", "learner_wait_s")},
+        }
         record: dict = {}
         interrupted = _InterruptFlag()
         try:
@@ -190,8 +196,7 @@ class Driver:
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
                 self._stop_all(learner_run, runs)
             elif self._eval is not None:
-                self._last_eval = ray.get(self._eval)
-                self._eval = None
+                ray.wait([self._eval])  # finished, so the final _log below records it
         finally:
             interrupted.restore()
             progress.close()
@@ -275,6 +280,7 @@ class Driver:
         if eval_record is not None:
             record.update({k: v for k, v in eval_record.items() if k.startswith("eval_")})
             record["eval_agent_steps"] = eval_record["agent_steps"]
+            record["eval_max_episode_steps"] = self.cfg.eval.max_episode_steps
         self.run.log_metrics(record)
         self.wandb.log(record, record["agent_steps"])
         if eval_record is not None:

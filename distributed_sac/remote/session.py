@@ -173,16 +173,22 @@ def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0
             run.write_config(cfg, plan.meta)
         log.info("run directory: %s", run.path)
         driver = Driver(cfg, run, resume=plan.resume, checkpoint=plan.checkpoint)
-        if driver.wandb.mode != cfg.wandb:
-            # config.json says what happened: online without credentials fell back to offline.
-            cfg = dataclasses.replace(cfg, wandb=driver.wandb.mode)
-            run.write_config(cfg, {**plan.meta, "wandb_requested": plan.cfg.wandb})
+        record_wandb_mode(run, plan, driver.wandb.mode)
         if demo_chunks:
             driver.pretrain(demo_chunks, pretrain_updates)
         return driver.train()
     finally:
         if started:
             ray.shutdown()
+
+
+def record_wandb_mode(run: RunDir, plan: Plan, mode: str) -> TrainConfig:
+    """config.json says what happened: online without credentials fell back to offline."""
+    if mode == plan.cfg.wandb:
+        return plan.cfg
+    cfg = dataclasses.replace(plan.cfg, wandb=mode)
+    run.write_config(cfg, {**plan.meta, "wandb_requested": plan.cfg.wandb})
+    return cfg
 
 
 def train(
