@@ -139,3 +139,20 @@ def test_checkpoint_of_another_config_is_refused_not_skipped(resumable_run):
 def test_resume_with_changed_preset_is_refused(resumable_run):
     with pytest.raises(ConfigError, match="--preset full: a resumed run keeps its preset tiny"):
         session.prepare(CFG, str(resumable_run.path), given=set(), meta={"preset": "full"})
+
+
+def test_wandb_run_has_name_group_and_tags(tmp_path):
+    from distributed_sac.wandb_logger import WandbLogger
+    from tests.wandb_records import read_wandb_log
+
+    logger = WandbLogger(
+        "offline", "p", None, tmp_path, {}, name="run-7", group="VisualPendulum", tags=("a", "b")
+    )
+    logger.finish()
+    (log_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    run = next(r.run for r in read_wandb_log(log_file) if r.WhichOneof("record_type") == "run")
+    assert (run.display_name, run.run_group, list(run.tags)) == (
+        "run-7",
+        "VisualPendulum",
+        ["a", "b"],
+    )
