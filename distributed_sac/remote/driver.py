@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
-from distributed_sac.monitor import Progress
+from distributed_sac.progress import Progress
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
@@ -202,6 +202,7 @@ class Driver:
             progress.close()
         try:
             record, _ = self._log(prev, None)
+            progress.summary(record)
             if record["agent_steps"] != self._last_checkpoint:
                 self.checkpoint(record["agent_steps"])
         finally:
