@@ -65,7 +65,10 @@ def batch_tensors(
             raise ValueError(f"batch.{name} must be {np.dtype(dtype)} {shape}, got {got}")
 
     def put(arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True)
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # Ray's object store hands out read-only arrays
+            arr = arr.copy()
+        return torch.from_numpy(arr).to(device, non_blocking=True)
 
     return BatchTensors(
         obs=put(batch.obs),

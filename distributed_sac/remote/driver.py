@@ -112,7 +112,7 @@ class Driver:
         self.workers = [
             ray.remote(EnvWorker)
             .options(**worker_options(i))
-            .remote(i, cfg, self.replay, self.learner)
+            .remote(i, cfg, "replay", "learner")  # names: see EnvWorker.__init__
             for i in range(cfg.num_workers)
         ]
         await_placement(

@@ -29,14 +29,16 @@ class EnvWorker:
         self,
         index: int,
         cfg: TrainConfig,
-        replay: ray.actor.ActorHandle,
-        learner: ray.actor.ActorHandle,
+        replay: ray.actor.ActorHandle | str,
+        learner: ray.actor.ActorHandle | str,
     ) -> None:
         torch.set_num_threads(1)
         self.index = index
         self.cfg = cfg
-        self.replay = replay
-        self.learner = learner
+        # By name for a restartable worker: an actor handle among a constructor's arguments
+        # makes Ray warn that restarts may fail (ray#53727); a name is looked up again.
+        self.replay = ray.get_actor(replay) if isinstance(replay, str) else replay
+        self.learner = ray.get_actor(learner) if isinstance(learner, str) else learner
         seed = cfg.seed + 1000 * (index + 1)
         self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
         self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)

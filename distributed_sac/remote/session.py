@@ -154,10 +154,15 @@ def prepare(
     return Plan(cfg, run, bool(resume), meta, checkpoint)
 
 
+def quiet_ray_logs(stream=None) -> None:
+    """No ANSI colours in the prefixes of actors' log lines when stderr is not a terminal."""
+    if not (stream or sys.stderr).isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0) -> dict:
     """Connect to (or start) Ray, train to `total_steps`; returns the last metrics record."""
-    if not sys.stderr.isatty():
-        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colours in log files
+    quiet_ray_logs()
     import ray
 
     from distributed_sac.remote.driver import Driver
