@@ -32,8 +32,7 @@ class TrainCommand:
         default_factory=TrainConfig
     )
     preset: Literal["full", "tiny", "pendulum-cpu"] = "full"
-    """Defaults to start from: full (docs/design.md), tiny (small images and networks, CPU smoke
-    runs) or pendulum-cpu (VisualPendulum sized for 2 CPU cores, 20k agent steps)."""
+    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu (2 CPUs)."""
     from_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
     """Start a new run from this config.json (another run's); flags given override it."""
     resume: str | None = None
@@ -48,7 +47,7 @@ class TrainCommand:
 class EvalCommand:
     """Run a trained policy deterministically and report its return."""
 
-    path: Annotated[str, tyro.conf.Positional]
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_CHECKPOINT")]
     """A run directory (its newest intact checkpoint) or a checkpoint file."""
     episodes: int = 10
     """Episodes to run."""

@@ -131,7 +131,7 @@ class RolloutConfig:
     chunk_length: int = 64
     """Agent steps per transition chunk sent to replay (shorter at episode ends)."""
     reward_smoothing: bool = False
-    """Exponential moving average of rewards within an episode (off by default)."""
+    """Exponential moving average of rewards within an episode."""
     reward_smoothing_alpha: float = 0.1
     """Smoothing factor of the reward moving average."""
     weights_poll_every: int = 16

@@ -291,9 +291,8 @@ class SacAeAgent:
         """uint8 autoencoder reconstructions of uint8 (B, S, H, W) observations (no shift)."""
         check_obs(obs, self.obs_shape)
         with torch.inference_mode():
-            rec = self.decoder(
-                self.critic.encoder(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
-            )
+            # A copy: observations from Ray's object store are read-only, which torch warns about.
+            rec = self.decoder(self.critic.encoder(torch.from_numpy(np.array(obs)).to(self.device)))
             # Inverts the dequantisation: the target (obs + u) / 256 lies in [obs, obs + 1) / 256.
             pixels = (rec * 256.0).floor_().clamp_(0, 255).to(torch.uint8)
             return pixels.contiguous().cpu().numpy()

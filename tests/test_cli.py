@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,26 @@ def test_help_lists_config_fields_with_their_docstrings():
     ):
         assert flag in proc.stdout, flag
     assert "Transitions per learner update." in proc.stdout
+
+
+def test_top_level_help_lists_and_describes_the_commands():
+    proc = launch_process("--help")
+    assert proc.returncode == 0
+    for name, text in (
+        ("train", "Train SAC-AE with distributed env workers"),
+        ("eval", "Run a trained policy deterministically"),
+        ("record", "Drive CarRacing in a window"),
+    ):
+        assert re.search(rf"^  {name} +{re.escape(text)}", proc.stdout, re.M), proc.stdout
+
+
+def test_help_prints_each_default_once_and_cites_no_missing_file():
+    text = re.sub(r"[│\s]+", " ", launch_process("train", "--help").stdout)
+    assert "SPEC.md" not in text and "the seed" not in text
+    # tyro appends "(default: X)"; a docstring that also states the default says it twice.
+    for entry in re.split(r" (?=--[a-z])", text):
+        assert entry.count("(default:") <= 1, entry
+    assert "default" not in re.sub(r"\(default: [^)]*\)", "", text)
 
 
 @pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu"])

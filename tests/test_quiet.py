@@ -89,3 +89,18 @@ def test_ray_log_prefixes_have_no_colours_off_a_terminal(monkeypatch):
 def test_no_deprecated_ray_worker_api():
     sources = [*REPO.glob("distributed_sac/**/*.py"), REPO / "launch.py"]
     assert not [p for p in sources if "ray.worker." in p.read_text()]
+
+
+def test_reconstructions_of_read_only_observations_raise_no_warning():
+    import torch
+
+    from distributed_sac.sac_ae import SacAeAgent
+
+    cfg = tiny_preset()
+    torch.set_num_threads(1)
+    agent = SacAeAgent(cfg.wrappers.obs_shape, 1, cfg.agent, seed=0)
+    obs = np.zeros((2, *cfg.wrappers.obs_shape), np.uint8)
+    obs.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agent.reconstruct(obs).shape == obs.shape

@@ -34,6 +34,12 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
 
         if not torch.cuda.is_available():
             raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
+    # Ray 2.60 turns token authentication on for a new local cluster and warns that it did;
+    # the dashboard line below says so instead. (Setting RAY_AUTH_MODE=token would silence it
+    # too, but only before `import ray`.)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _not_token_auth_enabled
+    )
     # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
     needed = num_workers + 1
     context = ray.init(
@@ -45,8 +51,17 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
     )
     url = context.dashboard_url
     if url:
-        log.info("Ray dashboard: %s", url if "://" in url else f"http://{url}")
+        mode = os.environ.get("RAY_AUTH_MODE", "token")
+        log.info(
+            "Ray dashboard: %s (token authentication: %s; `ray get-auth-token` prints the token)",
+            url if "://" in url else f"http://{url}",
+            "on" if mode == "token" else mode,
+        )
     return True
+
+
+def _not_token_auth_enabled(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 # Env workers and the evaluator render off-screen; without a display SDL would complain.
