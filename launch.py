@@ -22,6 +22,8 @@ from distributed_sac.config import PRESETS, RULES, TrainConfig, flag, validate
 
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# `python launch.py ...` or the installed console script `distributed-sac ...`.
+PROG = "distributed-sac" if os.path.basename(sys.argv[0]) == "distributed-sac" else "launch.py"
 
 
 @dataclass
@@ -77,14 +79,14 @@ def usage() -> str:
     lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
     return "\n".join(
         [
-            f"usage: launch.py {{{','.join(COMMANDS)}}} [--help] ...",
+            f"usage: {PROG} {{{','.join(COMMANDS)}}} [--help | --version] ...",
             "",
             (__doc__ or "").splitlines()[0],
             "",
             "commands:",
             *lines,
             "",
-            "Run `launch.py COMMAND --help` for the flags of one command (README.md: examples).",
+            f"Run `{PROG} COMMAND --help` for the flags of one command (README.md: examples).",
         ]
     )
 
@@ -156,7 +158,7 @@ def parse_train(argv: list[str]) -> TrainCommand:
         base = dataclasses.replace(base, run_dir="", wandb_name=None)
         preset = _value_of(argv, "--preset") or meta.get("preset") or preset
     default = TrainCommand(config=base, preset=preset)  # type: ignore[arg-type]
-    cmd = cli(TrainCommand, argv, "launch.py train", default=default)
+    cmd = cli(TrainCommand, argv, f"{PROG} train", default=default)
     validate(cmd.config)
     if cmd.pretrain_updates < 0:
         raise UsageError(f"--pretrain-updates {cmd.pretrain_updates}: must be an integer >= 0")
@@ -209,7 +211,7 @@ def _train(argv: list[str]) -> int:
         cmd = parse_train(argv)
         from distributed_sac.remote import session
 
-        meta = {"command": shlex.join(["launch.py", "train", *argv])}
+        meta = {"command": shlex.join([PROG, "train", *argv])}
         if not cmd.resume or _value_of(argv, "--preset"):
             meta["preset"] = cmd.preset
         if cmd.from_config:
@@ -227,7 +229,7 @@ def _train(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     with _usage_errors():
-        cmd = cli(EvalCommand, argv, "launch.py eval")
+        cmd = cli(EvalCommand, argv, f"{PROG} eval")
         from distributed_sac import play
 
         policy, ckpt, cfg = play.load(cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps)
