@@ -41,7 +41,8 @@ from distributed_sac.run_dir import RunDir
 
 def run_one(cfg: TrainConfig) -> Path:
     """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir."""
-    cfg, run = prepare(cfg, None)
+    plan = prepare(cfg, None, meta={"command": "benchmarks.learning"})
+    cfg, run = plan.cfg, plan.run
     # address="local": a bare ray.init joins any cluster `ray start` left on this machine.
     ray.init(
         address="local",
@@ -50,7 +51,7 @@ def run_one(cfg: TrainConfig) -> Path:
         logging_level=logging.WARNING,
     )
     try:
-        run = RunDir.create(run.path, cfg)
+        run = RunDir.create(run.path, cfg, plan.meta)
         driver = Driver(cfg, run)
         record = driver.train()
         found = ray.get(driver.learner.latest_weights.remote(-1))
