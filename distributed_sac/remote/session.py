@@ -177,6 +177,14 @@ def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0
         else:
             run.write_config(cfg, plan.meta)
         log.info("run directory: %s", run.path)
+        if cfg.eval.every:
+            log.info(
+                "evaluation every %d agent steps: %d deterministic episodes, each capped at %d "
+                "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
+                cfg.eval.every,
+                cfg.eval.episodes,
+                cfg.eval.max_episode_steps,
+            )
         driver = Driver(cfg, run, resume=plan.resume, checkpoint=plan.checkpoint)
         record_wandb_mode(run, plan, driver.wandb.mode)
         if demo_chunks:
