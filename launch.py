@@ -33,8 +33,9 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=TrainConfig
     )
-    preset: Literal["full", "tiny", "pendulum-cpu"] = "full"
-    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu (2 CPUs)."""
+    preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu"] = "full"
+    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu or
+    carracing-cpu (VisualPendulum or CarRacing sized for 2 CPU cores)."""
     from_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
     """Start a new run from this config.json (another run's); flags given override it."""
     resume: str | None = None

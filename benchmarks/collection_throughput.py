@@ -10,7 +10,7 @@ Four measurements per (env, preset):
   faster than its core, per-core efficiency = aggregate / (min(N, cores) * single).
 * broadcast: with the learner updating at a small replay ratio and publishing every update,
   the latency from ``Learner.publish`` (``publish_times``) to a worker loading those weights
-  (``first_use``); it includes the worker's poll interval (``weights_poll_every`` steps).
+  (``first_use``); it includes the wait for the worker's next add reply, which names them.
   Both clocks are ``time.time()`` of one machine.
 * idle: a real ``Driver`` run at replay ratio 1 with --max-workers workers for
   --idle-seconds; the learner's mean ``learner_idle_frac`` from metrics.jsonl once it
@@ -51,7 +51,7 @@ from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.placement import learner_device, learner_options
-from distributed_sac.remote.replay_server import ReplayServer
+from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 from distributed_sac.rollout import Rollout
 from distributed_sac.run_dir import RunDir
 
@@ -96,23 +96,11 @@ def start_actors(cfg: TrainConfig, n: int, replay_ratio: float) -> tuple:
         .options(**{k: v for k, v in learner_options(device, 0).items() if k != "name"})
         .remote(cfg, obs_shape, action_dim, device)
     )
-    replay = (
-        ray.remote(ReplayServer)
-        .options(num_cpus=0)
-        .remote(
-            rcfg,
-            obs_shape[1:],
-            obs_shape[0],
-            action_dim,
-            cfg.agent.batch_size,
-            NEVER,
-            cfg.seed,
-            cfg.rollout.chunk_length,
-            cfg.rollout.chunk_length * cfg.envs_per_worker,
-        )
-    )
+    spec = dataclasses.replace(ReplaySpec.from_config(cfg, action_dim), cfg=rcfg, total_steps=NEVER)
+    replay = remote_replay().options(num_cpus=0).remote(spec)
+    ray.get(learner.attach.remote(replay))
     workers = [
-        ray.remote(EnvWorker).options(num_cpus=1, max_concurrency=2).remote(i, cfg, replay, learner)
+        ray.remote(EnvWorker).options(num_cpus=1, max_concurrency=2).remote(i, cfg, replay)
         for i in range(n)
     ]
     ray.get([w.ready.remote() for w in workers])
@@ -139,17 +127,15 @@ def collect(cfg: TrainConfig, n: int, seconds: float, warmup: float) -> dict:
     s1, t1 = ray.get(replay.stats.remote()), time.monotonic()
     stop_actors(learner, replay, workers, runs)
     dt = t1 - t0
-    per_worker = [
-        (s1["worker_steps"].get(i, 0) - s0["worker_steps"].get(i, 0)) / dt for i in range(n)
-    ]
-    return {"aggregate": (s1["agent_steps"] - s0["agent_steps"]) / dt, "per_worker": per_worker}
+    per_worker = [(s1.worker_steps.get(i, 0) - s0.worker_steps.get(i, 0)) / dt for i in range(n)]
+    return {"aggregate": (s1.agent_steps - s0.agent_steps) / dt, "per_worker": per_worker}
 
 
 def broadcast(cfg: TrainConfig, n: int, seconds: float, warmup: float, ratio: float) -> dict:
     """Publish-to-first-use latency of weight versions, learner publishing every update."""
     cfg = dataclasses.replace(cfg, weights_publish_every=1)
     learner, replay, workers = start_actors(cfg, n, replay_ratio=ratio)
-    runs = [w.run.remote() for w in workers] + [learner.run.remote(replay, NEVER)]
+    runs = [w.run.remote() for w in workers] + [learner.run.remote(replay)]
     time.sleep(warmup)
     published: dict[int, float] = {}
     used: list[dict[int, float]] = [{} for _ in workers]
@@ -157,9 +143,9 @@ def broadcast(cfg: TrainConfig, n: int, seconds: float, warmup: float, ratio: fl
     # stats() keeps only the last 8 versions on each side, so poll faster than that many land.
     while time.monotonic() < end:
         lstats, *wstats = ray.get([learner.stats.remote()] + [w.stats.remote() for w in workers])
-        published.update(lstats["publish_times"])
+        published.update(lstats.publish_times)
         for seen, s in zip(used, wstats, strict=True):
-            seen.update(s["first_use"])
+            seen.update(s.first_use)
         time.sleep(0.25)
     stop_actors(learner, replay, workers, runs)
     lat = [seen[v] - published[v] for seen in used for v in seen if v in published and v > 0]
@@ -208,13 +194,13 @@ def learner_idle(cfg: TrainConfig, n: int, seconds: float, out: Path) -> dict:
     # The first updating record includes the wait for min_size.
     records = [r for r in run.read_metrics() if r["learner_updates"] > 0 and r["time"] <= stopped]
     records = records[1:]
-    update_s = lstats["learner_update_s"] / max(1, lstats["learner_updates"])
+    update_s = lstats.update_s / max(1, lstats.updates)
     return {
         "idle_frac": _mean([r["learner_idle_frac"] for r in records]),
         "agent_steps_per_s": _mean([r["agent_steps_per_s"] for r in records]),
         "updates_per_s": _mean([r["updates_per_s"] for r in records]),
         "learner_max_updates_per_s": 1.0 / update_s if update_s > 0 else None,
-        "learner_updates": lstats["learner_updates"],
+        "learner_updates": lstats.updates,
         "records": len(records),
         "run": str(run.path),
     }

@@ -34,14 +34,24 @@ from pathlib import Path
 import ray
 
 from distributed_sac.config import PRESETS, TrainConfig
+from distributed_sac.demos import load_demos
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.session import prepare
 from distributed_sac.run_dir import RunDir
 
+ARMS = ("scratch", "demos")
+"""Learning-benchmark arms: online training from scratch, or demonstrations first."""
 
-def run_one(cfg: TrainConfig) -> Path:
-    """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir."""
-    plan = prepare(cfg, None, meta={"command": "benchmarks.learning"})
+
+def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: int = 0) -> Path:
+    """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir.
+
+    The ``demos`` arm loads the demonstration files into replay, runs ``pretrain_updates``
+    learner updates on them, then trains online with ``--replay.demo-fraction`` of every batch
+    drawn from them.
+    """
+    demo_chunks = load_demos(demos, cfg.env, cfg.wrappers) if arm == "demos" else None
+    plan = prepare(cfg, None, meta={"command": f"benchmarks.learning ({arm})"})
     cfg, run = plan.cfg, plan.run
     # address="local": a bare ray.init joins any cluster `ray start` left on this machine.
     ray.init(
@@ -52,10 +62,23 @@ def run_one(cfg: TrainConfig) -> Path:
     )
     try:
         run = RunDir.create(run.path, cfg, plan.meta)
+        (run.path / "arm.json").write_text(
+            json.dumps(
+                {
+                    "arm": arm,
+                    "demos": [str(p) for p in demos] if demo_chunks else [],
+                    "demo_transitions": sum(c.num_transitions for c in demo_chunks or []),
+                    "pretrain_updates": pretrain_updates if demo_chunks else 0,
+                },
+                indent=2,
+            )
+        )
         driver = Driver(cfg, run)
+        if demo_chunks:
+            driver.pretrain(demo_chunks, pretrain_updates)
         record = driver.train()
-        found = ray.get(driver.learner.latest_weights.remote(-1))
-        final = ray.get(driver.evaluator.evaluate.remote(found[0], record["agent_steps"], None))
+        _, weights = ray.get(driver.learner.latest_weights.remote())
+        final = ray.get(driver.evaluator.evaluate.remote(weights[0], record["agent_steps"], None))
         final["time"] = time.time()
         (run.path / "final_eval.json").write_text(json.dumps(final, indent=2))
     finally:
@@ -101,10 +124,16 @@ def summarize(path: Path, curve: list[dict], threshold: float) -> dict:
     """Steps and minutes to the threshold, final eval return, replay ratio and speed held."""
     records = RunDir(path).read_metrics()
     cfg = json.loads((path / "config.json").read_text())
+    arm_file = path / "arm.json"
+    arm = json.loads(arm_file.read_text()) if arm_file.exists() else {"arm": "scratch"}
     hit = next((p for p in curve if p["eval_return_mean"] >= threshold), None)
     last = records[-1]
     return {
         "run": str(path),
+        "arm": arm["arm"],
+        "demo_transitions": arm.get("demo_transitions", 0),
+        "pretrain_updates": arm.get("pretrain_updates", 0),
+        "seed": cfg["seed"],
         "env": cfg["env"],
         "num_workers": cfg["num_workers"],
         "threshold": threshold,
@@ -128,7 +157,7 @@ def _mean(values) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def plot(curves: dict[str, list[dict]], threshold: float, path: Path) -> None:
+def plot(curves: dict[str, list[dict]], thresholds: list[float], path: Path) -> None:
     """Eval return (mean +- std) against agent steps and against minutes, runs overlaid."""
     import matplotlib
 
@@ -150,7 +179,8 @@ def plot(curves: dict[str, list[dict]], threshold: float, path: Path) -> None:
                 [m + s for m, s in zip(mean, std, strict=True)],
                 alpha=0.2,
             )
-        ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
+        for threshold in thresholds:
+            ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("eval return (deterministic policy)")
@@ -160,8 +190,16 @@ def plot(curves: dict[str, list[dict]], threshold: float, path: Path) -> None:
     plt.close(fig)
 
 
-def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
-    """Write curve.csv per run, the overlay PNG and summary.json; print a table."""
+def _arm_of(path: Path) -> str:
+    arm_file = path / "arm.json"
+    return json.loads(arm_file.read_text())["arm"] if arm_file.exists() else "scratch"
+
+
+def report(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[dict]:
+    """Write curve.csv per run, the overlay PNG and summary.json; print a table.
+
+    ``thresholds`` maps each arm to the eval return it is judged against.
+    """
     out.mkdir(parents=True, exist_ok=True)
     curves, summaries = {}, []
     for path in runs:
@@ -172,28 +210,28 @@ def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
             )
             writer.writeheader()
             writer.writerows(curve)
-        summary = summarize(path, curve, threshold)
+        summary = summarize(path, curve, thresholds.get(_arm_of(path), thresholds["scratch"]))
         curves[
-            f"{summary['env']} {summary['num_workers']} workers, replay ratio "
+            f"{summary['arm']}: {summary['env']} {summary['num_workers']} workers, replay ratio "
             f"{summary['replay_ratio_target']:g} ({path.parent.name}/{path.name})"
         ] = curve
         summaries.append(summary)
-    plot(curves, threshold, out / "learning_curve.png")
+    plot(curves, sorted(set(thresholds[_arm_of(p)] for p in runs)), out / "learning_curve.png")
     (out / "summary.json").write_text(json.dumps(summaries, indent=2))
     print(
-        f"{'run':<28}{'workers':>8}{'steps':>8}{'min':>7}{'final':>9}{'best':>9}"
+        f"{'run':<28}{'arm':>8}{'workers':>8}{'steps':>8}{'min':>7}{'final':>9}{'best':>9}"
         f"{'steps@thr':>11}{'min@thr':>9}{'ratio':>7}{'idle':>6}"
     )
     for s in summaries:
         print(
-            f"{Path(s['run']).name:<28}{s['num_workers']:>8}{s['agent_steps']:>8}"
+            f"{Path(s['run']).name:<28}{s['arm']:>8}{s['num_workers']:>8}{s['agent_steps']:>8}"
             f"{_fmt(s['minutes'], '.1f'):>7}{_fmt(s['final_eval_return'], '.1f'):>9}"
             f"{_fmt(s['best_eval_return'], '.1f'):>9}{_fmt(s['agent_steps_to_threshold'], 'd'):>11}"
             f"{_fmt(s['minutes_to_threshold'], '.1f'):>9}{_fmt(s['replay_ratio_held'], '.2f'):>7}"
             f"{_fmt(s['learner_idle_frac_mean'], '.2f'):>6}"
         )
     print(
-        f"threshold {threshold:g}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
+        f"thresholds {thresholds}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
         f"plot {out / 'learning_curve.png'}"
     )
     return summaries
@@ -201,6 +239,34 @@ def report(runs: list[Path], threshold: float, out: Path) -> list[dict]:
 
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def record_autopilot(out: Path, cfg: TrainConfig, episodes: int, seed: int = 100) -> Path:
+    """Record `episodes` autopilot laps (tracks seed, seed + 1, ...) with `cfg`'s wrappers."""
+    from distributed_sac.recorder import RecordArgs, Recorder
+
+    if out.exists():
+        raise SystemExit(f"{out} exists; pass it as --demos or choose another --out")
+    recorder = Recorder(
+        RecordArgs(
+            out=str(out), episodes=episodes, seed=seed, autopilot=True, wrappers=cfg.wrappers
+        )
+    )
+    try:
+        recorder.run()
+    finally:
+        recorder.close()
+    print(f"autopilot: {episodes} episodes, mean return {sum(recorder.returns) / episodes:.1f}")
+    return out
+
+
+TARGETS = {
+    ("VisualPendulum", "scratch"): (-250.0, None),
+    ("VisualPendulum", "demos"): (-250.0, None),
+    ("CarRacing", "scratch"): (400.0, 100_000),
+    ("CarRacing", "demos"): (650.0, 50_000),
+}
+"""(eval return to reach, agent steps to run) per env and arm; None keeps the preset's steps."""
 
 
 def main() -> None:
@@ -213,10 +279,34 @@ def main() -> None:
         help="override the preset's env",
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="one run per count")
+    parser.add_argument(
+        "--arms",
+        choices=ARMS,
+        nargs="+",
+        default=["scratch"],
+        help="scratch: online only; demos: --demos, --pretrain-updates, then online",
+    )
+    parser.add_argument(
+        "--demos",
+        nargs="*",
+        default=[],
+        help="demonstration files or folders (default: record --autopilot-episodes)",
+    )
+    parser.add_argument(
+        "--autopilot-episodes",
+        type=int,
+        default=20,
+        help="without --demos, the demos arm first records this many autopilot episodes",
+    )
+    parser.add_argument(
+        "--pretrain-updates", type=int, default=1_000, help="updates on the demos (demos arm)"
+    )
     parser.add_argument("--total-steps", type=int, default=None, help="override agent steps")
     parser.add_argument("--eval-every", type=int, default=None, help="agent steps between evals")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
-    parser.add_argument("--threshold", type=float, default=-250.0, help="eval return to reach")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="eval return to reach (default: per arm)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="root seed of every run")
     parser.add_argument("--out", type=Path, default=Path("bench_out/learning"), help="output dir")
     parser.add_argument(
@@ -230,17 +320,24 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
+    base = PRESETS[args.preset]()
+    env = args.env or base.env
+    thresholds = {
+        arm: args.threshold if args.threshold is not None else TARGETS[env, arm][0] for arm in ARMS
+    }
     if args.replot:
         runs = args.replot
     else:
         if min(args.workers) < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        base = PRESETS[args.preset]()
+            raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+        if "demos" in args.arms and not args.demos:
+            if env != "CarRacing" or args.autopilot_episodes < 1:
+                raise SystemExit("the demos arm needs --demos (files or folders of .npz episodes)")
+            args.demos = [str(record_autopilot(args.out / "demos", base, args.autopilot_episodes))]
         base = dataclasses.replace(
             base,
-            env=args.env or base.env,
+            env=env,
             seed=args.seed,
-            total_steps=args.total_steps or base.total_steps,
             eval=dataclasses.replace(
                 base.eval,
                 every=args.eval_every or base.eval.every,
@@ -248,14 +345,21 @@ def main() -> None:
                 video=False,
             ),
             wandb="disabled",
+            keep_checkpoints=1_000,  # every checkpoint stays: the best one gets filmed
         )
-        runs = []
-        for n in args.workers:
-            run_dir = args.out / f"w{n}"
-            if run_dir.exists():
-                raise ValueError(f"{run_dir} exists; choose another --out")
-            runs.append(run_one(dataclasses.replace(base, num_workers=n, run_dir=str(run_dir))))
-    summaries = report(runs, args.threshold, args.out)
+        planned = []
+        for arm in args.arms:
+            steps = args.total_steps or TARGETS[env, arm][1] or base.total_steps
+            for n in args.workers:
+                run_dir = args.out / f"{arm}-w{n}"
+                if run_dir.exists():
+                    raise SystemExit(f"{run_dir} exists; choose another --out")
+                cfg = dataclasses.replace(
+                    base, num_workers=n, total_steps=steps, run_dir=str(run_dir)
+                )
+                planned.append((cfg, arm))
+        runs = [run_one(cfg, arm, tuple(args.demos), args.pretrain_updates) for cfg, arm in planned]
+    summaries = report(runs, thresholds, args.out)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summaries, indent=2))

@@ -1,7 +1,7 @@
 """CarRacing-v3 with the stock state pixels, drawn several times faster.
 
 Stock CarRacing spends ~97% of a step drawing the 96x96 state image: every frame it transforms
-and culls ~700 track and grass polygons one by one in Python (SPEC.md, Costs). This subclass
+and culls ~700 track and grass polygons one by one in Python (docs/design.md, Costs). This subclass
 keeps every draw call and its float inputs exactly as stock, but transforms and culls all
 polygons with numpy in bulk, skips draw calls that cannot touch the canvas, replaces the
 background polygon by a fill when it covers the canvas, reuses surfaces and the score font.

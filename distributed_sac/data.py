@@ -34,6 +34,131 @@ class Chunk(NamedTuple):
         return int(self.action.shape[0])
 
 
+class ChunkRun(NamedTuple):
+    """Consecutive chunks laid end to end: what replay ships to the learner's mirror and to disk.
+
+    Chunk ``k`` has ``lengths[k]`` transitions and ``lengths[k] + S`` frames; its frames follow
+    chunk ``k - 1``'s in ``frames``, its transitions follow in the per-transition arrays.
+    """
+
+    frames: np.ndarray
+    """uint8 (sum(T_k + S), H, W)."""
+    action: np.ndarray
+    """float32 (sum T_k, A)."""
+    reward: np.ndarray
+    """float32 (sum T_k,)."""
+    terminated: np.ndarray
+    """bool (sum T_k,)."""
+    truncated: np.ndarray
+    """bool (sum T_k,)."""
+    weights_version: np.ndarray
+    """int64 (sum T_k,): version of the weights that acted (-1: random exploration)."""
+    lengths: np.ndarray
+    """int64 (K,): transitions per chunk."""
+
+    @property
+    def num_transitions(self) -> int:
+        return int(self.action.shape[0])
+
+
+class Geometry(NamedTuple):
+    """Sizes that fix a replay's ring layout; the learner's mirror must match them exactly."""
+
+    capacity: int
+    frame_capacity: int
+    frame_shape: tuple[int, int]
+    stack: int
+    action_dim: int
+
+
+class Feed(NamedTuple):
+    """What the replay sends the learner per call: new chunks once, then index batches."""
+
+    reset: bool
+    """The mirror must clear first: ``chunks`` is then the replay's whole content."""
+    geometry: Geometry
+    first_seq: int
+    """Sequence number of the first chunk in ``chunks`` (chunks are numbered as inserted)."""
+    chunks: ChunkRun
+    """Chunks inserted since the learner last heard, oldest first."""
+    demos: ChunkRun | None
+    """All demonstrations, when this learner has not had them yet."""
+    demo_idx: np.ndarray
+    """int64 (K, D): logical demonstration indices, D per update."""
+    replay_idx: np.ndarray
+    """int64 (K, B - D): logical replay indices; K updates in all."""
+    done: bool
+    """Collection is over and the ratio allows no more updates: the learner stops."""
+
+    @property
+    def updates(self) -> int:
+        return int(self.replay_idx.shape[0])
+
+
+class EpisodeStats(NamedTuple):
+    """One finished training episode (raw, unsmoothed rewards)."""
+
+    episode_return: float
+    length: int
+    terminated: bool
+    early_stop: bool
+
+
+class AddReply(NamedTuple):
+    """The replay's answer to an env worker's ``add``."""
+
+    agent_steps: int
+    done: bool
+    """Collection reached ``total_steps`` (or was closed): the worker stops."""
+    throttled: bool
+    """The rate limiter held the chunks for the whole wait: send them again."""
+    weights_version: int
+    """Newest published weights version the replay knows."""
+    weights: list | None
+    """``[ObjectRef]`` of those weights when newer than the worker's (a list keeps Ray from
+    resolving it), else None."""
+
+
+class ReplayStats(NamedTuple):
+    """Replay counters for the driver's metrics; ``episodes`` drains on every call."""
+
+    agent_steps: int
+    replay_size: int
+    episodes_total: int
+    episodes: list[EpisodeStats]
+    replay_ratio_held: float
+    worker_steps: dict[int, int]
+    sample_age: float
+    """Median over recent feeds of (learner updates - weights version) of sampled data."""
+    closed: bool
+
+
+class LearnerStats(NamedTuple):
+    updates: int
+    weights_version: int
+    wait_s: float
+    """Seconds the update loop waited for the replay's feeds."""
+    update_s: float
+    """Seconds the update loop spent in updates (launch time on a GPU: it does not sync)."""
+    losses: dict[str, float]
+    """Means of each update metric over recent updates."""
+    publish_times: dict[int, float]
+    """``time.time()`` of the last few publishes, by version."""
+
+
+class WorkerStats(NamedTuple):
+    worker: int
+    steps: int
+    steps_per_s: float
+    policy_version: int
+    node_id: str
+    acting_lag: np.ndarray
+    """int64: updates the acting weights were behind the newest published, per step since the
+    last ``stats`` call (at most the last few thousand)."""
+    first_use: dict[int, float]
+    """``time.time()`` the last few versions were first acted with, by version."""
+
+
 class Batch(NamedTuple):
     """A sampled batch; pixels stay uint8 until the encoder."""
 
@@ -51,24 +176,52 @@ class Batch(NamedTuple):
     """bool (B,)."""
 
 
+def check_array(name: str, arr: object, dtype: type, shape: tuple[int | str, ...]) -> None:
+    """Raise ValueError unless ``arr`` is a ``dtype`` ndarray of ``shape``.
+
+    A named dimension (a str such as ``"B"``) takes any size of at least one. Every shape and
+    dtype check of the data contracts goes through here, so all of them read alike.
+    """
+    ok = (
+        isinstance(arr, np.ndarray)
+        and arr.dtype == dtype
+        and arr.ndim == len(shape)
+        and all(
+            got >= 1 if isinstance(want, str) else got == want
+            for got, want in zip(arr.shape, shape, strict=True)
+        )
+    )
+    if not ok:
+        named = [d for d in shape if isinstance(d, str)]
+        at_least = f" with {', '.join(named)} at least one" if named else ""
+        want = f"({', '.join(map(str, shape))}{',' if len(shape) == 1 else ''})"
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise ValueError(f"{name} must be {np.dtype(dtype)} {want}{at_least}, got {got}")
+
+
 def validate_chunk(chunk: Chunk, frame_shape: tuple[int, int], stack: int, action_dim: int) -> None:
     """Raise ValueError naming the first field whose shape or dtype breaks the contract."""
-    t = chunk.action.shape[0] if chunk.action.ndim == 2 else -1
-    expected = {
-        "frames": ((t + stack, *frame_shape), np.uint8),
-        "action": ((t, action_dim), np.float32),
-        "reward": ((t,), np.float32),
-        "terminated": ((t,), np.bool_),
-        "truncated": ((t,), np.bool_),
-    }
-    if t < 1:
-        raise ValueError(f"chunk.action must be (T>=1, {action_dim}), got {chunk.action.shape}")
-    for name, (shape, dtype) in expected.items():
-        arr = getattr(chunk, name)
-        if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.shape != shape:
-            got = (getattr(arr, "shape", None), getattr(arr, "dtype", type(arr).__name__))
-            raise ValueError(
-                f"chunk.{name} must be {np.dtype(dtype)} {shape}, got {got[1]} {got[0]}"
-            )
+    check_array("chunk.action", chunk.action, np.float32, ("T", action_dim))
+    t = chunk.action.shape[0]
+    check_array("chunk.frames", chunk.frames, np.uint8, (t + stack, *frame_shape))
+    check_array("chunk.reward", chunk.reward, np.float32, (t,))
+    check_array("chunk.terminated", chunk.terminated, np.bool_, (t,))
+    check_array("chunk.truncated", chunk.truncated, np.bool_, (t,))
     if np.any(chunk.terminated[:-1] | chunk.truncated[:-1]):
         raise ValueError("chunk spans an episode end: only its last transition may end the episode")
+
+
+def check_obs(obs: object, obs_shape: tuple[int, int, int], name: str = "obs") -> None:
+    """Raise ValueError unless ``obs`` is a uint8 (B, S, H, W) batch of ``obs_shape`` stacks."""
+    check_array(name, obs, np.uint8, ("B", *obs_shape))
+
+
+def validate_batch(batch: Batch, obs_shape: tuple[int, int, int], action_dim: int) -> None:
+    """Raise ValueError naming the first field of ``batch`` that breaks the contract."""
+    check_obs(batch.obs, obs_shape, "batch.obs")
+    b = batch.obs.shape[0]
+    check_array("batch.next_obs", batch.next_obs, np.uint8, (b, *obs_shape))
+    check_array("batch.action", batch.action, np.float32, (b, action_dim))
+    for name in ("reward", "terminated", "truncated"):
+        dtype = np.float32 if name == "reward" else np.bool_
+        check_array(f"batch.{name}", getattr(batch, name), dtype, (b,))

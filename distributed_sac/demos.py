@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from distributed_sac.atomic import atomic_write
 from distributed_sac.config import EnvConfig
 from distributed_sac.data import Chunk, validate_chunk
 from distributed_sac.envs import ENV_IDS, action_dim
@@ -66,10 +66,7 @@ def save_episode(
     validate_chunk(
         chunk, tuple(meta["obs_shape"][1:]), meta["frame_stack"], action_dim(meta["env"])
     )
-    if not np.all(np.abs(actions) <= 1.0):
-        raise ValueError(
-            f"episode actions must lie in [-1, 1], got |action| up to {np.max(np.abs(actions))}"
-        )
+    _check_action_range(actions)
     full_meta = {
         **meta,
         "format_version": FORMAT_VERSION,
@@ -78,19 +75,15 @@ def save_episode(
     }
     arrays = {name: getattr(chunk, name) for name in ARRAYS[:-1]}
     arrays["meta"] = np.array(json.dumps(full_meta))
-    path = Path(path)
-    # Write a hidden temporary file beside the target, then rename: a reader (or a crash) never
-    # sees half a file, and the .tmp suffix keeps leftovers out of a folder's *.npz.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # A reader (or a crash) never sees half a file; atomic_write's hidden .tmp name keeps
+    # leftovers out of a folder's *.npz.
+    atomic_write(Path(path), lambda f: np.savez_compressed(f, **arrays))
+
+
+def _check_action_range(actions: np.ndarray) -> None:
+    if not np.all(np.abs(actions) <= 1.0):
+        worst = np.max(np.abs(actions))
+        raise ValueError(f"actions must lie in [-1, 1], got |action| up to {worst}")
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -144,11 +137,9 @@ def load_demo(path: str | os.PathLike, env_name: str, env_cfg: EnvConfig) -> Chu
     chunk = Chunk(*(arrays[name] for name in ARRAYS[:-1]))
     try:
         validate_chunk(chunk, env_cfg.obs_shape[1:], env_cfg.frame_stack, action_dim(env_name))
+        _check_action_range(chunk.action)
     except ValueError as e:
         raise DemoError(f"{path}: {e}") from e
-    if not np.all(np.abs(chunk.action) <= 1.0):
-        worst = np.max(np.abs(chunk.action))
-        raise DemoError(f"{path}: actions must lie in [-1, 1], got |action| up to {worst}")
     if not np.isfinite(chunk.reward).all():
         raise DemoError(f"{path}: rewards must be finite")
     return chunk

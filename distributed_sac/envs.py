@@ -1,4 +1,4 @@
-"""The pixel environments the agent sees: CarRacing-v3 and VisualPendulum (SPEC.md, Environments).
+"""The pixel environments the agent sees: CarRacing-v3 and VisualPendulum (docs/design.md).
 
 Both return channels-first uint8 stacks of grayscale frames, Box(0, 255, (S, H, W)), and take
 actions in Box(-1, 1, (A,)). Grayscale is gymnasium's `GrayscaleObservation`: ITU-R BT.709 luma,
@@ -48,7 +48,7 @@ CARRACING_CROP = (slice(0, 84), slice(6, 90))
 """Rows and columns of the 96x96 state image kept: the square above the status bar, centred."""
 
 SLIGHT_GAS = np.array([0.0, 0.1, 0.0], dtype=np.float32)
-"""Steer, gas, brake stepped after a CarRacing reset to fill the frame stack (SPEC.md)."""
+"""Steer, gas, brake stepped after a CarRacing reset to fill the frame stack (docs/design.md)."""
 
 _RENDER_MODES = (None, "rgb_array", "human")
 
@@ -103,7 +103,7 @@ class RenderLastRepeatAction(RepeatAction):
     """RepeatAction that lets a `skip_render` env (FastCarRacing) draw only the last repeated frame.
 
     With action repeat 3, stock CarRacing draws two state images per agent step that nobody sees,
-    and drawing is about 97% of a frame's cost (SPEC.md, Costs). When the unwrapped env has a
+    and drawing is about 97% of a frame's cost (docs/design.md, Costs). When the unwrapped env has a
     boolean `skip_render` (and `render_state()` to draw on demand), it is set for every frame but
     the last; an env without it is stepped exactly as `RepeatAction` does.
     """
@@ -135,8 +135,9 @@ class FillStackOnReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """After each reset, step a fixed action `steps` times so a frame stack below holds real frames.
 
     CarRacing zooms in during its first second; stepping "slight gas" once per stacked frame lets
-    the agent's first observation show that motion instead of one frame repeated (SPEC.md). The
-    rewards of these steps (the start tiles' included) belong to no agent step and are dropped.
+    the agent's first observation show that motion instead of one frame repeated (docs/design.md,
+    Observations). The rewards of these steps (the start tiles' included) belong to no agent step
+    and are dropped.
     """
 
     def __init__(self, env: gym.Env, action: np.ndarray, steps: int):
@@ -156,7 +157,7 @@ class FillStackOnReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
 
 class EarlyTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Terminate when the last `window` agent-step rewards sum below `threshold` (SPEC.md).
+    """Terminate when the last `window` agent-step rewards sum below `threshold` (docs/design.md).
 
     On that step `penalty` is added to the reward, `terminated` is set (no bootstrap: giving up on
     a car that makes no progress is a failure, not a time limit) and `info["early_stop"]` is True.
@@ -203,7 +204,7 @@ def _make_carracing(cfg: EnvConfig, render_mode: str | None) -> gym.Env:
 
 
 def wrap_carracing(env: gym.Env, cfg: EnvConfig) -> gym.Env:
-    """Turn a raw continuous CarRacing env into the agent's view of it (SPEC.md, Environments)."""
+    """Turn a raw continuous CarRacing env into the agent's view of it (docs/design.md)."""
     env = RenderLastRepeatAction(env, cfg.action_repeat)
     crop = CARRACING_CROP[0].stop - CARRACING_CROP[0].start
     env = TransformObservation(env, crop_carracing, _image_space(crop, 3))
@@ -223,7 +224,7 @@ def wrap_carracing(env: gym.Env, cfg: EnvConfig) -> gym.Env:
 
 
 def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
-    """Turn an rgb_array Pendulum-v1 into VisualPendulum (SPEC.md, Environments)."""
+    """Turn an rgb_array Pendulum-v1 into VisualPendulum (docs/design.md)."""
     # Repeat below the renderer so only the frame the agent sees is drawn.
     env = RepeatAction(env, cfg.action_repeat)
     env = AddRenderObservation(env, render_only=True)
@@ -234,7 +235,7 @@ def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     size = cfg.image_size
     env = TransformObservation(env, partial(area_resize, size=size), _image_space(size, 3))
     env = GrayscaleObservation(env)
-    # The default "reset" padding fills the stack with the first rendered frame (SPEC.md).
+    # The default "reset" padding fills the stack with the first rendered frame (docs/design.md).
     env = FrameStackObservation(env, cfg.frame_stack)
     # Torque in [-2, 2].
     return RescaleAction(env, np.float32(-1.0), np.float32(1.0))

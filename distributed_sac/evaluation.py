@@ -41,6 +41,23 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS) -> N
     tmp.unlink(missing_ok=True)
 
 
+def beside_agent_view(render: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """The full RGB render with the agent's newest grayscale frame to its right.
+
+    The frame (``obs[-1]``, what the encoder sees last) is scaled up by whole pixels (nearest
+    neighbour, so the agent's resolution stays visible) to at most the render's height and
+    centred vertically on a black strip.
+    """
+    height = render.shape[0]
+    view = obs[-1]
+    scale = max(1, height // view.shape[0])
+    big = np.repeat(np.repeat(view, scale, axis=0), scale, axis=1)[:height]
+    strip = np.zeros((height, big.shape[1], 3), dtype=np.uint8)
+    top = (height - big.shape[0]) // 2
+    strip[top : top + big.shape[0]] = big[..., None]
+    return np.concatenate([render, strip], axis=1)
+
+
 def evaluate(
     policy: ActsOnBatches,
     env_name: str,
@@ -51,7 +68,10 @@ def evaluate(
     video_path: Path | None = None,
     render_mode: str | None = None,
 ) -> EvalResult:
-    """Run `episodes` deterministic episodes; film the first into `video_path` if given."""
+    """Run `episodes` deterministic episodes; film the first into `video_path` if given.
+
+    The video shows the full render beside the agent's own view (`beside_agent_view`).
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if video_path is not None and render_mode is None:
@@ -65,7 +85,7 @@ def evaluate(
             total, steps, done = 0.0, 0, False
             while not done and steps < max_steps:
                 if film:
-                    frames.append(env.render())
+                    frames.append(beside_agent_view(env.render(), obs))
                 action = policy.act(obs[None], deterministic=True)[0]
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)

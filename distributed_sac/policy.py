@@ -12,16 +12,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from distributed_sac.augment import check_obs
 from distributed_sac.config import AgentConfig
+from distributed_sac.data import check_obs
 from distributed_sac.networks import Actor, PixelEncoder, init_weights, squashed_sample
+from distributed_sac.tensors import to_device
 
 
 class PolicyWeights(NamedTuple):
-    """Inference weights (conv encoder + actor) tagged with the learner's update count."""
+    """Inference weights (conv encoder + actor) tagged with the learner's update count.
+
+    The learner publishes them as numpy arrays: they pickle about 4x faster than tensors.
+    """
 
     version: int
-    state: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor | np.ndarray]
 
 
 def build_actor(
@@ -53,7 +57,7 @@ def policy_act(
     """Actions in [-1, 1] of ``actor`` for uint8 ``obs``: tanh(mu) or a squashed sample."""
     check_obs(obs, obs_shape)
     with torch.inference_mode():
-        mu, log_std = actor(torch.from_numpy(np.ascontiguousarray(obs)).to(generator.device))
+        mu, log_std = actor(to_device(obs, generator.device))
         if deterministic:
             return torch.tanh(mu).cpu().numpy()
         eps = torch.randn(mu.shape, generator=generator, device=generator.device)
@@ -74,7 +78,12 @@ class Policy:
 
     def load(self, weights: PolicyWeights) -> None:
         """Take the given weights and their version."""
-        self.actor.load_state_dict(weights.state)
+        self.actor.load_state_dict(
+            {
+                k: v if isinstance(v, torch.Tensor) else torch.tensor(v)
+                for k, v in weights.state.items()
+            }
+        )
         self.version = weights.version
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:

@@ -7,24 +7,32 @@ error ``e = U - r * (I - m)`` is kept within ``[-slack, +slack]`` once ``I >= m`
 run's ratio ``U / (I - m)`` within ``tolerance`` of ``r``; the floor gives one chunk of room
 either side so neither side stalls on every chunk early in the run.
 
+A run ends exactly: with ``max_inserts`` (the run's ``total_steps``) the learner never runs
+more than ``floor(r * (max_inserts - m))`` updates, and after ``finish`` (collection over) it
+may drain up to ``floor(r * (I - m))``, no further; ``grant`` says how many updates a call may
+take now.
+
 No deadlock (at every state at least one side may proceed):
 
 * Before ``min_size`` (and after ``finish``) inserts are always allowed.
-* Otherwise, when the learner is refused (``e + 1 > slack``), ``can_insert`` answers True for
-  any ``n``: waiting workers are never refused while the learner waits for data.
+* Otherwise, whenever the learner is refused (``e + 1 > slack``, or the ``max_inserts``
+  budget is spent), ``can_insert`` answers True for any ``n``: waiting workers are never
+  refused while the learner waits for data.
 
 That liveness clause never breaks the lower bound for inserts of at most ``chunk_length``:
 it fires only when ``e > slack - 1``, so after inserting ``n`` the error is above
 ``slack - 1 - r * n >= -slack`` because ``2 * slack >= 2 * r * chunk_length + 2 > r * n + 1``.
 Crossing ``min_size`` leaves ``e >= -r * n > -slack`` for the same reason, and updates stop
 at ``+slack``; slack never shrinks as ``I`` grows, so ``-slack <= e <= slack`` holds throughout.
+A refusal for the budget has ``U = r * (max_inserts - m) >= r * (I - m)``, so ``e >= 0`` and
+inserts up to ``max_inserts`` keep ``e >= 0``.
 """
 
 from __future__ import annotations
 
-from distributed_sac.config import ReplayConfig
+import math
 
-_COUNTERS = ("inserts", "samples", "insert_refusals", "sample_refusals")
+_COUNTERS = ("inserts", "samples")
 
 
 class RateLimiter:
@@ -36,6 +44,7 @@ class RateLimiter:
         min_size: int,
         tolerance: float = 0.1,
         chunk_length: int = 64,
+        max_inserts: int | None = None,
     ) -> None:
         if replay_ratio <= 0 or min_size < 0 or tolerance < 0 or chunk_length < 1:
             raise ValueError(
@@ -46,16 +55,15 @@ class RateLimiter:
         self.min_size = int(min_size)
         self.tolerance = float(tolerance)
         self.min_slack = self.replay_ratio * chunk_length + 1.0
+        self.max_inserts = max_inserts
         self.inserts = 0
         self.samples = 0
-        self.insert_refusals = 0
-        self.sample_refusals = 0
         self.closed = False
 
-    @classmethod
-    def from_config(cls, cfg: ReplayConfig, chunk_length: int) -> RateLimiter:
-        """A limiter for ``cfg``; ``chunk_length`` is the largest insert workers send."""
-        return cls(cfg.replay_ratio, cfg.min_size, cfg.ratio_tolerance, chunk_length)
+    def _budget(self, inserts: int | None) -> float:
+        if inserts is None:
+            return math.inf
+        return math.floor(self.replay_ratio * max(0, inserts - self.min_size) + 1e-9)
 
     @property
     def slack(self) -> float:
@@ -72,10 +80,21 @@ class RateLimiter:
         """Whether ``n`` more updates keep the learner within slack of the target ratio."""
         _check_count(n)
         if self.closed:
-            return True
-        if self.inserts < self.min_size:
+            return self.samples + n <= self._budget(self.inserts)
+        if self.inserts < self.min_size or self.samples + n > self._budget(self.max_inserts):
             return False
         return self.error + n <= self.slack
+
+    def grant(self, n: int) -> int:
+        """The most updates, up to ``n``, that may run now (0 when the learner must wait)."""
+        _check_count(n)
+        if self.closed:
+            room = self._budget(self.inserts) - self.samples
+        elif self.inserts < self.min_size:
+            return 0
+        else:
+            room = min(self.slack - self.error, self._budget(self.max_inserts) - self.samples)
+        return int(max(0, min(n, math.floor(room + 1e-9))))
 
     def can_insert(self, n: int) -> bool:
         """Whether inserting ``n`` transitions keeps the workers within slack of the target."""
@@ -85,33 +104,17 @@ class RateLimiter:
         return self.error - self.replay_ratio * n >= -self.slack
 
     def insert(self, n: int) -> None:
-        """Record ``n`` inserted transitions (unconditionally; see ``try_insert``)."""
+        """Record ``n`` inserted transitions."""
         _check_count(n)
         self.inserts += n
 
     def sample(self, n: int = 1) -> None:
-        """Record ``n`` completed learner updates (unconditionally; see ``try_sample``)."""
+        """Record ``n`` learner updates granted."""
         _check_count(n)
         self.samples += n
 
-    def try_insert(self, n: int) -> bool:
-        """Record the insert if allowed, else count a refusal; returns whether it was allowed."""
-        if self.can_insert(n):
-            self.insert(n)
-            return True
-        self.insert_refusals += 1
-        return False
-
-    def try_sample(self, n: int = 1) -> bool:
-        """Record the updates if allowed, else count a refusal; returns whether they were."""
-        if self.can_sample(n):
-            self.sample(n)
-            return True
-        self.sample_refusals += 1
-        return False
-
     def finish(self) -> None:
-        """Collection is over: updates no longer wait for inserts, so a run's end never stalls."""
+        """Collection is over: the learner drains what the ratio allows, then is refused."""
         self.closed = True
 
     def ratio_held(self) -> float:
@@ -124,7 +127,7 @@ class RateLimiter:
         return {**{name: getattr(self, name) for name in _COUNTERS}, "closed": self.closed}
 
     def load_state_dict(self, state: dict[str, int | bool]) -> None:
-        """Restore the counters written by ``state_dict``."""
+        """Restore the counters written by ``state_dict`` (older states' extra keys ignored)."""
         missing = {*_COUNTERS, "closed"} - set(state)
         if missing:
             raise ValueError(f"rate limiter state lacks {sorted(missing)}")

@@ -1,15 +1,21 @@
-"""`python launch.py record`: drive CarRacing with the keyboard and save demonstrations.
+"""`python launch.py record`: drive CarRacing with the keyboard (or the autopilot), save demos.
 
-The person drives the very env the agent trains in (`make_env`: same wrappers, frame stack and
+The driver drives the very env the agent trains in (`make_env`: same wrappers, frame stack and
 action repeat), so each saved episode holds the agent's observations and the agent's [-1, 1]
-actions (SPEC.md, Human demonstrations). Keys are read once per agent step. The key state is
+actions (README.md, Human demonstrations). Keys are read once per agent step. The key state is
 tracked from KEYDOWN/KEYUP events rather than `pygame.key.get_pressed()`, which does not see
 events posted with `pygame.event.post` (how the tests drive the recorder headless).
+
+With `--autopilot` no window opens: `Autopilot` reads the car and the track from the env once
+per agent step and its action, held for the repeated frames, is the one stored.
+`--preset NAME` takes the wrappers (image size, frame stack, action repeat, ...) of
+`config.PRESETS[NAME]`, so the episodes load into that preset's training run.
 """
 
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +26,11 @@ import pygame
 import tyro
 from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
 
-from distributed_sac.config import EnvConfig
+from distributed_sac.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
+from distributed_sac.config import PRESETS, EnvConfig
 from distributed_sac.demos import demo_meta, save_episode
 from distributed_sac.envs import make_env
 
-RAW_LOW = np.array([-1.0, 0.0, 0.0])
-"""Lower bounds of CarRacing-v3's steer, gas, brake; the agent's -1 maps here."""
-RAW_HIGH = np.array([1.0, 1.0, 1.0])
-"""Upper bounds of CarRacing-v3's steer, gas, brake; the agent's +1 maps here."""
 BRAKE = 0.8
 """Brake applied by space, as gymnasium's own play script: 0.9 and above lock the wheels."""
 
@@ -44,7 +47,8 @@ class RecordArgs:
     """Drive CarRacing and record demonstrations: arrow keys steer and accelerate, space brakes.
 
     Esc or closing the window stops; an episode not yet finished is discarded (never saved in
-    part). Use the same --wrappers.* values as training, or the files will not load.
+    part). --autopilot drives headless instead. Use the same --preset (and --wrappers.* values)
+    as training, or the files will not load.
     """
 
     out: str = "demos"
@@ -59,6 +63,10 @@ class RecordArgs:
     """Game speed relative to real time (50 frames/s); below 1 is easier, 0 does not wait."""
     env: Literal["CarRacing"] = "CarRacing"
     """Environment to drive (only CarRacing has keyboard controls)."""
+    autopilot: bool = False
+    """Let the scripted driver (distributed_sac/autopilot.py) drive, with no window and no wait."""
+    preset: str = "full"
+    """Training preset (config.PRESETS) whose wrappers to record with; --wrappers.* override."""
     wrappers: EnvConfig = field(default_factory=EnvConfig)
 
 
@@ -77,10 +85,24 @@ class Recorder:
         self.out.mkdir(parents=True, exist_ok=True)
         self.base_seed = secrets.randbelow(2**31) if args.seed is None else args.seed
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
-        self.env = make_env(args.env, args.wrappers, render_mode="rgb_array")
+        self.pilot = Autopilot() if args.autopilot else None
+        self.env = make_env(
+            args.env, args.wrappers, render_mode=None if self.pilot else "rgb_array"
+        )
         self.steps_per_s = (
             args.speed * self.env.metadata["render_fps"] / args.wrappers.action_repeat
         )
+        self.held: set[int] = set()
+        self.episode = 0
+        self.seed = self.base_seed
+        self.frames: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[float] = []
+        self.returns: list[float] = []
+        """Returns of the episodes saved so far."""
+        self.terminated = self.truncated = self.early_stop = False
+        if self.pilot:
+            return
         try:
             pygame.display.init()
             self.screen = pygame.display.set_mode((VIDEO_W, VIDEO_H))
@@ -89,20 +111,15 @@ class Recorder:
             raise RuntimeError(f"cannot open the recorder window ({e})") from e
         pygame.display.set_caption("CarRacing demo: arrows steer/gas, space brakes, Esc quits")
         self.clock = pygame.time.Clock()
-        self.held: set[int] = set()
-        self.episode = 0
-        self.seed = self.base_seed
-        self.frames: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.rewards: list[float] = []
-        self.terminated = self.truncated = False
 
     def reset(self) -> None:
         """Start episode `self.episode` on track seed `base_seed + episode`."""
         self.seed = self.base_seed + self.episode
         obs, _ = self.env.reset(seed=self.seed)
         self.frames, self.actions, self.rewards = list(obs), [], []
-        self.terminated = self.truncated = False
+        self.terminated = self.truncated = self.early_stop = False
+        if self.pilot:
+            self.pilot.reset()
         self._show()
 
     def handle_events(self) -> bool:
@@ -122,15 +139,20 @@ class Recorder:
         return True
 
     def step(self) -> bool:
-        """Act on the held keys for one agent step; True when the episode has ended."""
-        held = self.held
-        action = keys_to_action(
-            pygame.K_LEFT in held,
-            pygame.K_RIGHT in held,
-            pygame.K_UP in held,
-            pygame.K_SPACE in held,
-        )
-        obs, reward, self.terminated, self.truncated, _ = self.env.step(action)
+        """Act on the held keys or the autopilot for one agent step; True once the episode ended."""
+        if self.pilot:
+            # The car as it is now; the action is held for the repeated frames below.
+            action = to_agent(self.pilot.act(self.env.unwrapped))
+        else:
+            held = self.held
+            action = keys_to_action(
+                pygame.K_LEFT in held,
+                pygame.K_RIGHT in held,
+                pygame.K_UP in held,
+                pygame.K_SPACE in held,
+            )
+        obs, reward, self.terminated, self.truncated, info = self.env.step(action)
+        self.early_stop = bool(info.get("early_stop", False))
         self.frames.append(obs[-1])
         self.actions.append(action)
         self.rewards.append(float(reward))
@@ -161,23 +183,43 @@ class Recorder:
     def run(self) -> int:
         """Record until `episodes` are saved or the user quits; returns the episodes saved."""
         while self.episode < self.args.episodes:
+            start = time.perf_counter()
             self.reset()
             while True:
-                if not self.handle_events():
+                if not self.pilot and not self.handle_events():
                     print(f"stopped: episode {self.episode} discarded, not finished")
                     return self.episode
                 if self.step():
                     break
             ret, n = sum(self.rewards), len(self.actions)
-            print(f"episode {self.episode}: return {ret:.1f} in {n} steps -> {self.save()}")
+            end = "early end" if self.early_stop else self._outcome()
+            seed, secs = self.seed, time.perf_counter() - start
+            path = self.save()
+            self.returns.append(ret)
+            print(
+                f"episode {self.episode - 1}: return {ret:.1f} in {n} steps -> {path} "
+                f"(seed {seed}, {end}, {secs:.1f}s)",
+                flush=True,
+            )
         return self.episode
+
+    def _outcome(self) -> str:
+        """How the ended episode ended: "lap complete", "time limit" or "terminated"."""
+        if self.truncated:
+            return "time limit"
+        unwrapped = self.env.unwrapped
+        lap = getattr(unwrapped, "tile_visited_count", -1) == len(getattr(unwrapped, "track", []))
+        return "lap complete" if lap else "terminated"
 
     def close(self) -> None:
         """Close the env and the window."""
         self.env.close()
-        pygame.display.quit()
+        if not self.pilot:
+            pygame.display.quit()
 
     def _show(self) -> None:
+        if self.pilot:
+            return
         frame = self.env.render()
         pygame.surfarray.blit_array(self.screen, frame.swapaxes(0, 1))
         pygame.display.flip()
@@ -185,17 +227,41 @@ class Recorder:
             self.clock.tick(self.steps_per_s)
 
 
+def _preset(argv: list[str]) -> str:
+    """The --preset value on the command line ("full" if none), checked against PRESETS."""
+    name = "full"
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return name
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `python launch.py record`; returns the exit status."""
-    args = tyro.cli(RecordArgs, args=argv, prog="launch.py record")
+    preset = _preset(argv)
+    default = RecordArgs(preset=preset, wrappers=PRESETS[preset]().wrappers)
+    args = tyro.cli(RecordArgs, args=argv, prog="launch.py record", default=default)
     recorder = Recorder(args)
+    controls = (
+        "the autopilot drives"
+        if args.autopilot
+        else "arrow keys steer and accelerate, space brakes, Esc quits"
+    )
     print(
-        f"recording {args.episodes} episode(s) to {recorder.out}/ from seed {recorder.base_seed}: "
-        "arrow keys steer and accelerate, space brakes, Esc quits"
+        f"recording {args.episodes} episode(s) to {recorder.out}/ from seed {recorder.base_seed} "
+        f"({args.wrappers.image_size}x{args.wrappers.image_size}, stack "
+        f"{args.wrappers.frame_stack}, repeat {args.wrappers.action_repeat}): {controls}",
+        flush=True,
     )
     try:
         saved = recorder.run()
     finally:
         recorder.close()
-    print(f"saved {saved} episode(s) in {recorder.out}/")
+    mean = f", mean return {np.mean(recorder.returns):.1f}" if saved else ""
+    print(f"saved {saved} episode(s) in {recorder.out}/{mean}")
+    sys.stdout.flush()
     return 0

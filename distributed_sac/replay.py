@@ -8,6 +8,10 @@ so the ``S + 1`` frames behind every stored transition are always intact: a samp
 never mix episodes or read an unwritten or overwritten slot. A chunk of ``T`` transitions
 costs ``T + S`` frames, hence ``F = C + S * ceil(C / chunk_length_hint) + S``: about 7.5 KB per
 transition at 84x84 with 4 stacked frames, against 56 KB for storing ``obs`` and ``next_obs``.
+
+``RingLayout`` is the bookkeeping alone (where each chunk goes, which chunks are evicted). It
+depends only on the sequence of chunk lengths, so a copy fed the same chunks in the same order
+(the learner's ``mirror.DeviceMirror``) holds the same transitions at the same logical indices.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import collections
 import math
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from distributed_sac.atomic import atomic_write
-from distributed_sac.data import Batch, Chunk, validate_chunk
+from distributed_sac.data import Batch, Chunk, ChunkRun, Geometry, validate_chunk
 
 _TRANSITION_DTYPES = {
     "action": np.float32,
@@ -52,7 +57,101 @@ def replay_nbytes(
     return frames + capacity * per_transition
 
 
-def _ring_write(ring: np.ndarray, start: int, data: np.ndarray) -> None:
+class Placement(NamedTuple):
+    """Where one chunk goes: its first transition slot and first frame slot."""
+
+    trans_start: int
+    frame_start: int
+
+
+class RingLayout:
+    """FIFO placement of whole chunks in a transition ring and a frame ring (indices only)."""
+
+    def __init__(self, capacity: int, frame_capacity: int, stack: int) -> None:
+        self.capacity, self.frame_capacity, self.stack = capacity, frame_capacity, stack
+        self.lengths: collections.deque[int] = collections.deque()
+        self.clear()
+
+    def clear(self) -> None:
+        self.lengths.clear()
+        self.size = self.num_frames = self.frame_head = self.trans_head = 0
+        self.total_added = 0
+        self.chunks_added = 0
+        """Chunks ever placed: the sequence number the next chunk gets."""
+
+    @property
+    def trans_tail(self) -> int:
+        return (self.trans_head - self.size) % self.capacity
+
+    @property
+    def frame_tail(self) -> int:
+        return (self.frame_head - self.num_frames) % self.frame_capacity
+
+    @property
+    def first_seq(self) -> int:
+        """Sequence number of the oldest live chunk (== ``chunks_added`` when empty)."""
+        return self.chunks_added - len(self.lengths)
+
+    def place(self, t: int) -> Placement:
+        """Evict the oldest whole chunks until ``t`` transitions fit, then claim their slots."""
+        if t > self.capacity:
+            raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
+        nf = t + self.stack
+        while self.num_frames + nf > self.frame_capacity or self.size + t > self.capacity:
+            oldest = self.lengths.popleft()
+            self.size -= oldest
+            self.num_frames -= oldest + self.stack
+        where = Placement(self.trans_head, self.frame_head)
+        self.lengths.append(t)
+        self.frame_head = (self.frame_head + nf) % self.frame_capacity
+        self.trans_head = (self.trans_head + t) % self.capacity
+        self.size += t
+        self.num_frames += nf
+        self.total_added += t
+        self.chunks_added += 1
+        return where
+
+    def span(
+        self, first_seq: int, max_transitions: int | None = None
+    ) -> tuple[int, int, int, int, list[int]]:
+        """(trans start, transitions, frame start, frames, lengths) of live chunks from
+        ``first_seq`` on: all of them, or as many as fit in ``max_transitions`` (at least one)."""
+        skip = first_seq - self.first_seq
+        if skip < 0 or skip > len(self.lengths):
+            raise ValueError(
+                f"chunk {first_seq} is not live ({self.first_seq}..{self.chunks_added})"
+            )
+        lengths = list(self.lengths)
+        before = sum(lengths[:skip])
+        lengths = lengths[skip:]
+        if max_transitions is not None:
+            total = 0
+            for k, t in enumerate(lengths):
+                if k and total + t > max_transitions:
+                    lengths = lengths[:k]
+                    break
+                total += t
+        n = sum(lengths)
+        return (
+            (self.trans_tail + before) % self.capacity,
+            n,
+            (self.frame_tail + before + self.stack * skip) % self.frame_capacity,
+            n + self.stack * len(lengths),
+            lengths,
+        )
+
+    def positions(self, idx: np.ndarray) -> np.ndarray:
+        """Ring slots of logical indices ``idx`` (0 is the oldest stored transition)."""
+        idx = np.asarray(idx, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+            raise ValueError(
+                f"replay indices must lie in [0, {self.size}), got {idx.min()}..{idx.max()}"
+            )
+        return (self.trans_tail + idx) % self.capacity
+
+
+def ring_write(ring, start: int, data) -> None:
+    """Write ``data`` into ``ring`` from ``start``, wrapping at its end (numpy or torch)."""
     end = start + len(data)
     if end <= len(ring):
         ring[start:end] = data
@@ -68,6 +167,33 @@ def _ring_segments(ring: np.ndarray, start: int, n: int) -> tuple[np.ndarray, np
     if end <= len(ring):
         return ring[start:end], ring[:0]
     return ring[start:], ring[: end - len(ring)]
+
+
+def _ring_read(ring: np.ndarray, start: int, n: int) -> np.ndarray:
+    return np.concatenate(_ring_segments(ring, start, n))
+
+
+def mix_indices(
+    replay_size: int,
+    demo_size: int,
+    batch_size: int,
+    demo_fraction: float,
+    updates: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index batches for ``updates`` updates: (demo (K, D), replay (K, B - D)), drawn uniformly.
+
+    ``D = round(demo_fraction * B)`` when demonstrations are loaded (all of the batch while the
+    replay holds fewer than ``B - D`` transitions), else 0; demonstrations come first in a batch.
+    """
+    n_demo = int(round(demo_fraction * batch_size)) if demo_size > 0 else 0
+    if demo_size > 0 and replay_size < batch_size - n_demo:
+        n_demo = batch_size
+    if replay_size < batch_size - n_demo:
+        raise ValueError(f"cannot sample {batch_size} transitions from a replay of {replay_size}")
+    demo = rng.integers(0, max(demo_size, 1), size=(updates, n_demo))
+    replay = rng.integers(0, max(replay_size, 1), size=(updates, batch_size - n_demo))
+    return demo, replay
 
 
 class ReplayBuffer:
@@ -94,6 +220,7 @@ class ReplayBuffer:
         self.action_dim = int(action_dim)
         self.chunk_length_hint = int(chunk_length_hint)
         self.frame_capacity = frame_capacity(self.capacity, self.stack, self.chunk_length_hint)
+        self.layout = RingLayout(self.capacity, self.frame_capacity, self.stack)
         # np.empty leaves pages untouched until written, so a 1M buffer costs RAM only as it fills.
         self._frames = np.empty((self.frame_capacity, *self.frame_shape), np.uint8)
         self._frame_idx = np.empty(self.capacity, np.int64)
@@ -103,19 +230,19 @@ class ReplayBuffer:
         self._truncated = np.empty(self.capacity, np.bool_)
         self._weights_version = np.empty(self.capacity, np.int64)
         self._offsets = np.arange(self.stack + 1)
-        self._chunk_lengths: collections.deque[int] = collections.deque()
-        self._clear()
-
-    def _clear(self) -> None:
-        self._chunk_lengths.clear()
-        self._size = 0
-        self._num_frames = 0
-        self._frame_head = 0
-        self._trans_head = 0
-        self.total_added = 0
 
     def __len__(self) -> int:
-        return self._size
+        return self.layout.size
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(
+            self.capacity, self.frame_capacity, self.frame_shape, self.stack, self.action_dim
+        )
+
+    @property
+    def total_added(self) -> int:
+        return self.layout.total_added
 
     @property
     def nbytes(self) -> int:
@@ -124,49 +251,61 @@ class ReplayBuffer:
         arrays += (self._terminated, self._truncated, self._weights_version)
         return sum(a.nbytes for a in arrays)
 
-    @property
-    def _trans_tail(self) -> int:
-        return (self._trans_head - self._size) % self.capacity
-
-    @property
-    def _frame_tail(self) -> int:
-        return (self._frame_head - self._num_frames) % self.frame_capacity
-
     def add(self, chunk: Chunk) -> None:
         """Store a chunk, first evicting the oldest whole chunks until both rings have room."""
         validate_chunk(chunk, self.frame_shape, self.stack, self.action_dim)
         t = chunk.num_transitions
-        if t > self.capacity:
-            raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
-        nf = t + self.stack
-        while self._num_frames + nf > self.frame_capacity or self._size + t > self.capacity:
-            oldest = self._chunk_lengths.popleft()
-            self._size -= oldest
-            self._num_frames -= oldest + self.stack
-        f0 = self._frame_head
-        _ring_write(self._frames, f0, chunk.frames)
-        _ring_write(self._frame_idx, self._trans_head, (f0 + np.arange(t)) % self.frame_capacity)
-        for name in ("action", "reward", "terminated", "truncated"):
-            _ring_write(getattr(self, f"_{name}"), self._trans_head, getattr(chunk, name))
-        _ring_write(self._weights_version, self._trans_head, np.full(t, chunk.weights_version))
-        self._chunk_lengths.append(t)
-        self._frame_head = (f0 + nf) % self.frame_capacity
-        self._trans_head = (self._trans_head + t) % self.capacity
-        self._size += t
-        self._num_frames += nf
-        self.total_added += t
+        version = np.full(t, chunk.weights_version, np.int64)
+        self._write(
+            chunk.frames, chunk.action, chunk.reward, chunk.terminated, chunk.truncated, version
+        )
 
-    def _positions(self, idx: np.ndarray) -> np.ndarray:
-        idx = np.asarray(idx, np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= self._size):
-            raise ValueError(
-                f"replay indices must lie in [0, {self._size}), got {idx.min()}..{idx.max()}"
+    def _write(self, frames, action, reward, terminated, truncated, version) -> None:
+        t = len(action)
+        where = self.layout.place(t)
+        ring_write(self._frames, where.frame_start, frames)
+        frame_idx = (where.frame_start + np.arange(t)) % self.frame_capacity
+        ring_write(self._frame_idx, where.trans_start, frame_idx)
+        for ring, data in (
+            (self._action, action),
+            (self._reward, reward),
+            (self._terminated, terminated),
+            (self._truncated, truncated),
+            (self._weights_version, version),
+        ):
+            ring_write(ring, where.trans_start, data)
+
+    def add_run(self, run: ChunkRun) -> None:
+        """Store every chunk of ``run`` in order, exactly as ``add`` would one by one."""
+        t0 = f0 = 0
+        for t in run.lengths.tolist():
+            self._write(
+                run.frames[f0 : f0 + t + self.stack],
+                run.action[t0 : t0 + t],
+                run.reward[t0 : t0 + t],
+                run.terminated[t0 : t0 + t],
+                run.truncated[t0 : t0 + t],
+                run.weights_version[t0 : t0 + t],
             )
-        return (self._trans_tail + idx) % self.capacity
+            t0, f0 = t0 + t, f0 + t + self.stack
+
+    def run_since(self, first_seq: int, max_transitions: int | None = None) -> ChunkRun:
+        """Copies of the live chunks numbered ``first_seq`` onwards, laid end to end (all, or
+        as many whole chunks as ``max_transitions`` holds, at least one)."""
+        t_start, n, f_start, nf, lengths = self.layout.span(first_seq, max_transitions)
+        return ChunkRun(
+            frames=_ring_read(self._frames, f_start, nf),
+            action=_ring_read(self._action, t_start, n),
+            reward=_ring_read(self._reward, t_start, n),
+            terminated=_ring_read(self._terminated, t_start, n),
+            truncated=_ring_read(self._truncated, t_start, n),
+            weights_version=_ring_read(self._weights_version, t_start, n),
+            lengths=np.asarray(lengths, np.int64),
+        )
 
     def gather(self, idx: np.ndarray) -> Batch:
         """Transitions at logical indices ``idx`` (0 is the oldest stored) as a Batch."""
-        pos = self._positions(idx)
+        pos = self.layout.positions(idx)
         b = len(pos)
         stacks = (self._frame_idx[pos][:, None] + self._offsets) % self.frame_capacity
         # One fancy-index fills obs then next_obs, each a contiguous (B, S, H, W) block. Gathering
@@ -184,17 +323,15 @@ class ReplayBuffer:
 
     def weights_versions(self, idx: np.ndarray) -> np.ndarray:
         """Policy weights version (-1: random exploration) of the transitions at ``idx``."""
-        return self._weights_version[self._positions(idx)]
+        return self._weights_version[self.layout.positions(idx)]
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """Logical indices of a uniform sample (with replacement) of stored transitions."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if batch_size > self._size:
-            raise ValueError(
-                f"cannot sample {batch_size} transitions from a replay of {self._size}"
-            )
-        return rng.integers(0, self._size, size=batch_size)
+        if batch_size > len(self):
+            raise ValueError(f"cannot sample {batch_size} transitions from a replay of {len(self)}")
+        return rng.integers(0, len(self), size=batch_size)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
         """A uniformly sampled batch; obs/next_obs are uint8 (B, S, H, W) and own their memory."""
@@ -213,13 +350,13 @@ class ReplayBuffer:
         Frames come as two views, ``frames_0`` then ``frames_1``, so saving a nearly full 1M
         buffer never copies its 7.5 GB frame ring.
         """
+        layout = self.layout
         state = {key: np.asarray(getattr(self, key), np.int64) for key in _META_KEYS}
-        state["chunk_lengths"] = np.asarray(self._chunk_lengths, np.int64)
-        frames = _ring_segments(self._frames, self._frame_tail, self._num_frames)
+        state["chunk_lengths"] = np.asarray(layout.lengths, np.int64)
+        frames = _ring_segments(self._frames, layout.frame_tail, layout.num_frames)
         state["frames_0"], state["frames_1"] = frames
         for name in _TRANSITION_DTYPES:
-            parts = _ring_segments(getattr(self, f"_{name}"), self._trans_tail, self._size)
-            state[name] = np.concatenate(parts)
+            state[name] = _ring_read(getattr(self, f"_{name}"), layout.trans_tail, layout.size)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -254,19 +391,22 @@ class ReplayBuffer:
             raise ValueError(
                 f"replay state holds {n} transitions, more than capacity {self.capacity}"
             )
-        self._clear()
-        self._frames[: len(frames[0])] = frames[0]
-        self._frames[len(frames[0]) : n_frames] = frames[1]
-        # Chunk k starts S * k frames after its first transition's index once laid out from 0.
-        self._frame_idx[:n] = np.arange(n) + np.repeat(
-            self.stack * np.arange(len(lengths)), lengths
+        self.load_run(
+            ChunkRun(
+                frames=np.concatenate(frames),
+                lengths=lengths,
+                **{name: state[name] for name in _TRANSITION_DTYPES},
+            ),
+            total_added=int(state["total_added"]),
         )
-        for name in _TRANSITION_DTYPES:
-            getattr(self, f"_{name}")[:n] = state[name]
-        self._chunk_lengths.extend(lengths.tolist())
-        self._size, self._num_frames = n, n_frames
-        self._trans_head, self._frame_head = n % self.capacity, n_frames % self.frame_capacity
-        self.total_added = int(state["total_added"])
+
+    def load_run(self, run: ChunkRun, total_added: int, chunks_added: int | None = None) -> None:
+        """Replace the contents with ``run`` (live chunks, oldest first) and the counters."""
+        self.layout.clear()
+        self.add_run(run)
+        self.layout.total_added = int(total_added)
+        if chunks_added is not None:
+            self.layout.chunks_added = int(chunks_added)
 
     def save(self, path: str | Path) -> None:
         """Write ``state_dict`` atomically: a temp file in the same folder, fsync, os.replace."""

@@ -7,12 +7,12 @@ reaches `chunk_length` transitions or its episode ends, so chunks never span epi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from distributed_sac.config import EnvConfig, RolloutConfig
-from distributed_sac.data import Chunk
+from distributed_sac.data import Chunk, EpisodeStats
 from distributed_sac.envs import make_env
 
 
@@ -20,15 +20,6 @@ class ActsOnBatches(Protocol):
     version: int
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
-
-
-class EpisodeStats(NamedTuple):
-    """One finished training episode (raw, unsmoothed rewards)."""
-
-    episode_return: float
-    length: int
-    terminated: bool
-    early_stop: bool
 
 
 @dataclass
@@ -53,6 +44,12 @@ class _Pending:
             truncated=trunc,
             weights_version=-1 if self.min_version is None else self.min_version,
         )
+
+
+def worker_seed(root: int, index: int, restarts: int = 0) -> int:
+    """The seed of env worker ``index`` after ``restarts`` restarts: distinct streams for every
+    (root seed, worker, restart), so a restarted worker does not replay its tracks."""
+    return int(np.random.SeedSequence([root, index, restarts]).generate_state(1)[0])
 
 
 class Rollout:

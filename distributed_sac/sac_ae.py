@@ -1,48 +1,42 @@
 """SAC-AE agent (Yarats et al. 2019) with DrQ random shifts (Kostrikov et al. 2020).
 
-One update, every loss taken at the parameters theta_t the update starts from:
+One update (``update``), every loss taken at the parameters theta_t the update starts from
+(docs/design.md, Algorithm):
 
 1. obs and next_obs get independent random shifts (replicate pad ``augment_pad``, crop back).
-2. target_q = r + gamma * (1 - terminated) * (min Q_target(next, a') - alpha * log_pi(a'|next)),
-   a' ~ pi(.|next). Truncation bootstraps; only termination cuts the return (SPEC).
-3. critic_loss = mse(q1, target_q) + mse(q2, target_q), through the Q heads, the critic
-   projection and the convs.
-4. recon_loss = mse(decoder(z), (obs + u) / 256) + latent_l2 * mean(0.5 * |z|^2) with
-   u ~ U[0, 1) per pixel (dequantisation, Glow, Kingma & Dhariwal 2018) and z the critic
+2. ``losses.critic_loss``: mse(q1, target_q) + mse(q2, target_q), through the Q heads, the
+   critic projection and the convs, with target_q = r + gamma * (1 - terminated) *
+   (min Q_target(next, a') - alpha * log_pi(a'|next)), a' ~ pi(.|next). Truncation
+   bootstraps; only termination cuts the return.
+3. ``losses.autoencoder_loss``: mse(decoder(z), (obs + u) / 256) + latent_l2 * mean(0.5 |z|^2)
+   with u ~ U[0, 1) per pixel (dequantisation, Glow, Kingma & Dhariwal 2018) and z the critic
    encoder's latent; the decoder's Adam has weight decay ``decoder_weight_decay`` (SAC-AE).
-   Opt-in (``forward_loss_weight`` > 0, not in the spec): plus that weight times a latent
+   Opt-in (``forward_loss_weight`` > 0, not in SAC-AE): plus that weight times a latent
    forward model's loss, 2 - 2 cos(f(z, a), z'), z' the target encoder's latent of next_obs
    (the Bellman target's own pass); f trains in the decoder's optimiser.
-5. Every ``actor_update_every`` updates: actor_loss = mean(alpha * log_pi - min Q(z, pi)) on
-   detached conv features (the actor trains its own projection and MLP, never the convs) and
-   alpha_loss = mean(alpha * (-log_pi - target_entropy)), target_entropy = -action_dim,
-   minimised over log_alpha (SAC-AE, with its Adam beta1 of 0.5 for the temperature).
-6. Each optimiser steps with the gradient of its own loss: critic (Q heads, critic projection,
-   convs), encoder (convs, critic projection), decoder, actor, log_alpha.
-7. Every ``target_update_every`` updates: target <- (1 - tau) * target + tau * online for the
-   target encoder (convs and projection) and the target Q heads.
+4. ``losses.actor_and_alpha_loss``, every ``actor_update_every`` updates: actor_loss =
+   mean(alpha * log_pi - min Q(z, pi)) on detached conv features (the actor trains its own
+   projection and MLP, never the convs) and alpha_loss = mean(alpha * (-log_pi -
+   target_entropy)), target_entropy = -action_dim, minimised over log_alpha (SAC-AE, with its
+   Adam beta1 of 0.5 for the temperature).
+5. ``_descend``: each optimiser steps with the gradient of its own loss: critic (Q heads, critic
+   projection, convs), encoder (convs, critic projection), decoder, actor, log_alpha.
+6. ``_update_targets``, every ``target_update_every`` updates: target <- (1 - tau) * target +
+   tau * online for the target encoder (convs and projection) and the target Q heads.
+
+The forward passes these losses read come from ``_target_pass`` (no gradient) and
+``_online_pass``, the one place where the two paths below differ.
 
 Taking every loss at theta_t is the one departure from SAC-AE's code, which runs its actor and
 autoencoder updates after the critic's optimiser step; it is what lets the fast path share one
 encoder pass and stay an exact rewrite of the plain path.
 
-Plain path (``fast_path=False``): fp32 eager, one forward pass per loss, as the seed did: a
-critic pass, an actor pass (the actor's conv pass and the critic's again for Q(obs, pi)) and an
-autoencoder pass. Fast path (``fast_path=True``), the same math:
-
-- one conv + critic-projection pass over obs shared by the critic, reconstruction and actor
-  losses (the actor reads it detached, as DrQ-v2 does): no conv pass of its own for the
-  autoencoder, nor the actor pass's two;
-- channels-last conv and deconv layouts;
-- fused Adam (``torch.optim.Adam(fused=True)``), the same update rule in one kernel per step;
-- bf16 autocast of the conv stacks and the decoder where the device has bf16 matrix hardware
-  (``networks.native_bf16``: CUDA, or a CPU with AVX512-BF16 or AMX, where oneDNN runs native
-  bf16 conv kernels; on other CPUs its bf16 is emulated, for correctness rather than speed, so
-  there it stays fp32). Projections, Q heads, actor MLP, losses, parameters and Adam states stay
-  fp32; bf16 keeps fp32's exponent range, so no loss scaling. This rounding is the only place
-  the two paths differ;
-- ``torch.compile`` of the conv stacks and the decoder when ``cfg.compile`` (off by default: on
-  the 2-core reference CPU it made the bf16 fast path slower, 0.7-0.9x in two runs).
+Plain path (``fast_path=False``): fp32 eager, one forward pass per loss, as the original
+single-process project did. Fast path (``fast_path=True``), the same math: one conv pass shared
+by the critic, reconstruction and actor losses, channels-last layouts, fused Adam, bf16
+autocast of the conv stacks and the decoder where the device has bf16 matrix hardware
+(``networks.native_bf16``; that rounding is the only place the two paths differ), and
+``torch.compile`` of them when ``cfg.compile`` (docs/design.md, Fast path).
 
 With bf16 off the two paths agree to float rounding; with it on, their losses at equal
 parameters agree within 1% (tests/test_agent.py). ``act`` and ``reconstruct`` run in inference
@@ -56,23 +50,24 @@ import copy
 import functools
 import math
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from distributed_sac.augment import (
-    BatchTensors,
-    UpdateNoise,
-    batch_tensors,
-    check_obs,
-    draw_noise,
-    random_shift,
-)
+from distributed_sac.augment import random_shift
 from distributed_sac.config import AgentConfig
-from distributed_sac.data import Batch
+from distributed_sac.data import Batch, check_obs
+from distributed_sac.losses import (
+    Losses,
+    OnlinePass,
+    TargetPass,
+    actor_and_alpha_loss,
+    autoencoder_loss,
+    behaviour_cloning_loss,
+    bellman_target,
+    critic_loss,
+)
 from distributed_sac.networks import (
     Critic,
     Decoder,
@@ -84,28 +79,13 @@ from distributed_sac.networks import (
     squashed_sample,
 )
 from distributed_sac.policy import PolicyWeights, build_actor, check_dims, policy_act
-
-
-class Losses(NamedTuple):
-    """One update's losses (with graphs) and detached scalar metrics."""
-
-    critic: torch.Tensor
-    recon: torch.Tensor
-    actor: torch.Tensor | None
-    alpha: torch.Tensor | None
-    metrics: dict[str, torch.Tensor]
-
-
-def bellman_target(
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    gamma: float,
-    next_q: torch.Tensor,
-    next_log_pi: torch.Tensor,
-    alpha: torch.Tensor,
-) -> torch.Tensor:
-    """Soft Bellman target r + gamma * (1 - terminated) * (next_q - alpha * next_log_pi)."""
-    return reward + gamma * (1.0 - terminated) * (next_q - alpha * next_log_pi)
+from distributed_sac.tensors import (
+    BatchTensors,
+    UpdateNoise,
+    batch_tensors,
+    draw_noise,
+    to_device,
+)
 
 
 class SacAeAgent:
@@ -189,99 +169,141 @@ class SacAeAgent:
         """Current entropy temperature exp(log_alpha), detached."""
         return self.log_alpha.detach().exp()
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One learner update on ``batch``; actor, temperature and targets follow the schedule."""
-        data = batch_tensors(batch, self.obs_shape, self.action_dim, self.device)
+    def update(self, batch: Batch | BatchTensors, num_demo: int = 0) -> dict[str, float]:
+        """One learner update on ``batch``; actor, temperature and targets follow the schedule.
+
+        The first ``num_demo`` rows are demonstrations: the actor loss adds the behaviour-cloning
+        term on them when ``bc_weight`` is set.
+        """
+        metrics = self.update_on_device(batch, num_demo)
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()
+        return dict(zip(metrics, values, strict=True))
+
+    def update_on_device(
+        self, batch: Batch | BatchTensors, num_demo: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """``update`` whose metrics stay 0-d tensors on the device: no host sync per update."""
+        if isinstance(batch, BatchTensors):
+            data = batch
+        else:
+            data = batch_tensors(batch, self.obs_shape, self.action_dim, self.device)
         noise = draw_noise(
             data.obs.shape[0], self.obs_shape, self.action_dim, self.cfg.augment_pad, self.generator
         )
         update_actor = self.num_updates % self.cfg.actor_update_every == 0
-        losses = self.losses(data, noise, update_actor)
-        jobs = [
-            (losses.critic, [self.critic_opt]),
-            (losses.recon, [self.encoder_opt, self.decoder_opt]),
-        ]
-        if update_actor:
-            jobs += [(losses.actor, [self.actor_opt]), (losses.alpha, [self.alpha_opt])]
-        # All gradients first: the critic and encoder optimisers share the convs, and each must
-        # see the gradient of its own loss at theta_t.
-        grads = [torch.autograd.grad(loss, _params(opts), retain_graph=True) for loss, opts in jobs]
-        for (_, opts), grad in zip(jobs, grads, strict=True):
-            for p, g in zip(_params(opts), grad, strict=True):
-                p.grad = g
-            for opt in opts:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+        losses = self.losses(data, noise, update_actor, num_demo)
+        self._descend(losses)
         if self.num_updates % self.cfg.target_update_every == 0:
-            with torch.no_grad():
-                for target, online in zip(
-                    self.critic_target.parameters(), self.critic.parameters(), strict=True
-                ):
-                    target.lerp_(online, self.cfg.tau)
+            self._update_targets()
         self.num_updates += 1
-        names = list(losses.metrics)
-        values = torch.stack([losses.metrics[k].float() for k in names]).tolist()
-        return dict(zip(names, values, strict=True))
+        return losses.metrics
 
-    def losses(self, data: BatchTensors, noise: UpdateNoise, update_actor: bool) -> Losses:
-        """All losses of one update at the current parameters, by the configured path."""
+    def losses(
+        self, data: BatchTensors, noise: UpdateNoise, update_actor: bool, num_demo: int = 0
+    ) -> Losses:
+        """All losses of one update at the current parameters (the actor's only if scheduled)."""
         pad = self.cfg.augment_pad
         obs = random_shift(data.obs, noise.shifts[0], pad)
         next_obs = random_shift(data.next_obs, noise.shifts[1], pad)
-        with torch.no_grad():
-            next_action, next_log_pi = squashed_sample(*self.actor(next_obs), noise.next_eps)
-            next_z = self.critic_target.encoder(next_obs)
-            next_q = torch.min(*self.critic_target.heads(next_z, next_action))
-            target_q = bellman_target(
-                data.reward, data.terminated, self.cfg.gamma, next_q, next_log_pi, self.alpha
-            )
+        target = self._target_pass(next_obs, noise.next_eps)
+        online = self._online_pass(obs, data.action, noise.eps if update_actor else None)
+        target_q = bellman_target(
+            data.reward, data.terminated, self.cfg.gamma, target.next_q, target.next_log_pi,
+            self.alpha,
+        )  # fmt: skip
+        critic, metrics = critic_loss(online, target_q)
+        recon, ae_metrics = autoencoder_loss(
+            self.decoder, online.z, obs, noise.dequant, self.cfg.latent_l2
+        )
+        metrics |= {"alpha": self.alpha, **ae_metrics}
+        if self.forward_model is not None:
+            # The opt-in forward model trains with the autoencoder: same optimisers, one backward.
+            forward = self.forward_model.loss(online.z, data.action, target.next_z)
+            recon = recon + self.cfg.forward_loss_weight * forward
+            metrics["forward_loss"] = forward.detach()
+        if not update_actor:
+            return Losses(critic, recon, None, None, metrics)
+        actor, alpha, actor_metrics = actor_and_alpha_loss(
+            online, self.log_alpha, self.target_entropy
+        )
+        if self.cfg.bc_weight > 0 and num_demo > 0:
+            bc = behaviour_cloning_loss(online.mu[:num_demo], data.action[:num_demo])
+            actor = actor + self.cfg.bc_weight * bc
+            actor_metrics["bc_loss"] = bc.detach()
+        return Losses(critic, recon, actor, alpha, metrics | actor_metrics)
+
+    @torch.no_grad()
+    def _target_pass(self, next_obs: torch.Tensor, next_eps: torch.Tensor) -> TargetPass:
+        next_action, next_log_pi = squashed_sample(*self.actor(next_obs), next_eps)
+        next_z = self.critic_target.encoder(next_obs)
+        next_q = torch.min(*self.critic_target.heads(next_z, next_action))
+        return TargetPass(next_z, next_q, next_log_pi)
+
+    def _online_pass(
+        self, obs: torch.Tensor, action: torch.Tensor, eps: torch.Tensor | None
+    ) -> OnlinePass:
+        """The online networks on ``obs``; the policy part only when ``eps`` is given.
+
+        Fast path: one conv + critic-projection pass that critic, autoencoder and actor share.
+        Plain path: a critic pass, an encoder pass for the autoencoder, and an actor pass that
+        runs the convs again (detached) for pi and for Q(obs, pi). The same values either way.
+        """
         encoder = self.critic.encoder
         if self.cfg.fast_path:
             h = encoder.conv_features(obs)
             z = encoder.proj(h)
-            q1, q2 = self.critic.heads(z, data.action)
-        else:
-            q1, q2 = self.critic(obs, data.action)
-            z = encoder(obs)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        latent_loss = 0.5 * z.pow(2).sum(1).mean()
-        target_pixels = (obs.float() + noise.dequant) / 256.0
-        recon_loss = F.mse_loss(self.decoder(z), target_pixels) + self.cfg.latent_l2 * latent_loss
-        extra = {"recon_loss": recon_loss.detach()}
-        if self.forward_model is not None:
-            forward_loss = self.forward_model.loss(z, data.action, next_z)
-            # The forward model trains with the autoencoder: same optimisers, same backward.
-            recon_loss = recon_loss + self.cfg.forward_loss_weight * forward_loss
-            extra["forward_loss"] = forward_loss.detach()
-        metrics = {
-            "critic_loss": critic_loss.detach(),
-            "q1": q1.detach().mean(),
-            "q2": q2.detach().mean(),
-            "target_q": target_q.mean(),
-            "latent_loss": latent_loss.detach(),
-            "alpha": self.alpha,
-            **extra,
-        }
-        if not update_actor:
-            return Losses(critic_loss, recon_loss, None, None, metrics)
-        if self.cfg.fast_path:
+            q1, q2 = self.critic.heads(z, action)
+            if eps is None:
+                return OnlinePass(q1, q2, z, None, None, None)
             mu, log_std = self.actor.heads(self.actor.encoder.proj(h.detach()))
-            pi, log_pi = squashed_sample(mu, log_std, noise.eps)
-            actor_q = torch.min(*self.critic.heads(z.detach(), pi))
+            pi, log_pi = squashed_sample(mu, log_std, eps)
+            pi_q = torch.min(*self.critic.heads(z.detach(), pi))
         else:
+            q1, q2 = self.critic(obs, action)
+            z = encoder(obs)
+            if eps is None:
+                return OnlinePass(q1, q2, z, None, None, None)
             mu, log_std = self.actor(obs, detach_convs=True)
-            pi, log_pi = squashed_sample(mu, log_std, noise.eps)
-            actor_q = torch.min(*self.critic(obs, pi, detach_convs=True))
-        actor_loss = (self.alpha * log_pi - actor_q).mean()
-        entropy = -log_pi.detach().mean()
-        alpha_loss = self.log_alpha.exp() * (entropy - self.target_entropy)
-        metrics |= {
-            "actor_loss": actor_loss.detach(),
-            "alpha_loss": alpha_loss.detach(),
-            "entropy": entropy,
-            "log_std": log_std.detach().mean(),
-        }
-        return Losses(critic_loss, recon_loss, actor_loss, alpha_loss, metrics)
+            pi, log_pi = squashed_sample(mu, log_std, eps)
+            pi_q = torch.min(*self.critic(obs, pi, detach_convs=True))
+        return OnlinePass(q1, q2, z, log_pi, log_std, pi_q, mu)
+
+    def _descend(self, losses: Losses) -> None:
+        """Step each optimiser along the gradient of its own loss w.r.t. the parameters it holds.
+
+        critic_opt: critic loss (Q heads, critic projection, convs); encoder_opt and decoder_opt:
+        autoencoder loss (convs and critic projection; decoder and forward model); actor_opt:
+        actor loss (actor projection and MLP); alpha_opt: temperature loss (log_alpha). All
+        gradients come first: critic_opt and encoder_opt share the convs, and each must see the
+        gradient of its own loss at the parameters the update started from.
+        """
+        jobs = [
+            (losses.critic, [self.critic_opt]),
+            (losses.recon, [self.encoder_opt, self.decoder_opt]),
+        ]
+        if losses.actor is not None:
+            jobs += [(losses.actor, [self.actor_opt]), (losses.alpha, [self.alpha_opt])]
+        params = [
+            [p for opt in opts for group in opt.param_groups for p in group["params"]]
+            for _, opts in jobs
+        ]
+        grads = [
+            torch.autograd.grad(loss, ps, retain_graph=True)
+            for (loss, _), ps in zip(jobs, params, strict=True)
+        ]
+        for (_, opts), ps, gs in zip(jobs, params, grads, strict=True):
+            for p, g in zip(ps, gs, strict=True):
+                p.grad = g
+            for opt in opts:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def _update_targets(self) -> None:
+        for target, online in zip(
+            self.critic_target.parameters(), self.critic.parameters(), strict=True
+        ):
+            target.lerp_(online, self.cfg.tau)
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
@@ -291,8 +313,7 @@ class SacAeAgent:
         """uint8 autoencoder reconstructions of uint8 (B, S, H, W) observations (no shift)."""
         check_obs(obs, self.obs_shape)
         with torch.inference_mode():
-            # A copy: observations from Ray's object store are read-only, which torch warns about.
-            rec = self.decoder(self.critic.encoder(torch.from_numpy(np.array(obs)).to(self.device)))
+            rec = self.decoder(self.critic.encoder(to_device(obs, self.device)))
             # Inverts the dequantisation: the target (obs + u) / 256 lies in [obs, obs + 1) / 256.
             pixels = (rec * 256.0).floor_().clamp_(0, 255).to(torch.uint8)
             return pixels.contiguous().cpu().numpy()
@@ -348,7 +369,3 @@ _OPTIMIZERS = ("critic_opt", "encoder_opt", "decoder_opt", "actor_opt", "alpha_o
 
 def _optional_state(name: str, module: nn.Module | None) -> dict[str, dict]:
     return {} if module is None else {name: module.state_dict()}
-
-
-def _params(opts: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
-    return [p for opt in opts for group in opt.param_groups for p in group["params"]]

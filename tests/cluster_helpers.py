@@ -247,14 +247,6 @@ class LocalCluster:
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
         return [f"{p.pid} {self.names[p.pid]}" for p in left]
 
-    def remaining(self) -> list[str]:
-        """Recorded processes still running (a zombie counts as ended)."""
-        return [f"{p.pid} {self.names[p.pid]}" for p in self.seen.values() if _alive(p)]
-
-    def executables(self) -> list[str]:
-        """Program names of every recorded process (gcs_server, raylet, ...)."""
-        return [Path(name.split(" ", 1)[0]).name for name in self.names.values()]
-
 
 def _term_on_parent_death() -> None:
     # prctl(PR_SET_PDEATHSIG, SIGTERM): `ray start --block` then stops its node as on `stop`.

@@ -23,11 +23,12 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A 2-CPU local Ray for the module, always shut down."""
+    """A local Ray for the module (4 logical CPUs: 2 workers, the replay, the evaluator; the
+    learner asks for none), always shut down."""
     import ray
 
     ray.init(
-        num_cpus=2,
+        num_cpus=4,
         include_dashboard=False,
         logging_level="ERROR",
         log_to_driver=False,

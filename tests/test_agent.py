@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from distributed_sac import sac_ae
-from distributed_sac.augment import batch_tensors, draw_noise
 from distributed_sac.config import AgentConfig
 from distributed_sac.data import Batch
 from distributed_sac.policy import Policy
 from distributed_sac.sac_ae import SacAeAgent, bellman_target
+from distributed_sac.tensors import batch_tensors, draw_noise
 
 OBS_SHAPE = (3, 32, 32)
 ACTION_DIM = 2
@@ -347,3 +347,43 @@ def test_bad_observations_and_dims_raise() -> None:
         SacAeAgent(OBS_SHAPE, 0, CFG)
     with pytest.raises(ValueError, match="square"):
         Policy((3, 32, 16), ACTION_DIM, CFG)
+
+
+def test_behaviour_cloning_acts_only_on_the_demonstration_rows() -> None:
+    batch = make_batch(3)
+    plain, cloning = make_agent(seed=4), make_agent(seed=4, bc_weight=5.0)
+    for _ in range(2):
+        plain.update(batch)
+        metrics = cloning.update(batch)  # no demonstration rows: the spec's update exactly
+    assert "bc_loss" not in metrics
+    for (name, p), q in zip(
+        plain.actor.named_parameters(), cloning.actor.parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+
+    demo_rows = 3
+    before = snapshot(cloning.actor)
+    metrics = cloning.update(batch, num_demo=demo_rows)
+    assert metrics["bc_loss"] > 0
+    assert any(changed(before, cloning.actor).values())
+    # The term reads only the first num_demo rows: other rows' actions do not change it.
+    other = batch._replace(action=batch.action.copy())
+    other.action[demo_rows:] *= -1
+    twins = [make_agent(seed=9, bc_weight=5.0) for _ in range(2)]
+    out = [a.update(b, num_demo=demo_rows) for a, b in zip(twins, (batch, other), strict=True)]
+    assert out[0]["bc_loss"] == out[1]["bc_loss"]
+
+
+def test_behaviour_cloning_pulls_the_deterministic_action_to_the_demonstrations() -> None:
+    batch = make_batch(5)
+    batch.action[:] = (0.6, -0.4)  # one demonstrated action for every observation
+    agents = {w: make_agent(seed=1, bc_weight=w, actor_lr=3e-3) for w in (0.0, 20.0)}
+    start = np.abs(agents[0.0].act(batch.obs, deterministic=True) - batch.action).mean()
+    for agent in agents.values():
+        for _ in range(60):
+            agent.update(batch, num_demo=len(batch.obs))
+    error = {
+        w: np.abs(a.act(batch.obs, deterministic=True) - batch.action).mean()
+        for w, a in agents.items()
+    }
+    assert error[20.0] < 0.5 * start and error[20.0] < 0.5 * error[0.0]

@@ -58,12 +58,41 @@ def _actions(policy: str, seed: int, n: int) -> np.ndarray:
     return rng.uniform([-1.0, 0.0, 0.0], high, size=(n, 3)).astype(np.float32)
 
 
+SHORT = 100
+"""Frames of the CI episodes: the zoom-in, the first corners, tiles visited, then truncation."""
+
+
+@pytest.fixture(scope="module")
+def short_envs():
+    """A stock and a fast env whose time limit ends an episode after SHORT frames."""
+    stock = gym.make("CarRacing-v3", max_episode_steps=SHORT)
+    fast = make_car_racing(fast_render=True, max_episode_steps=SHORT)
+    yield stock, fast
+    stock.close()
+    fast.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "seed", "skip"),
+    [("uniform", 0, False), ("wander", 2, True), ("uniform", 5, True), ("wander", 6, False)],
+)
+def test_short_episode_matches_stock_up_to_truncation(short_envs, policy, seed, skip):
+    stock, fast = short_envs
+    assert isinstance(fast.unwrapped, FastCarRacing)
+    frames = _lockstep(stock, fast, seed, _actions(policy, seed, SHORT + 1), skip)
+    assert len(frames) == SHORT
+    assert frames[-1][1:] == (False, True, {})  # TimeLimit truncation, not termination
+    assert max(r for r, *_ in frames) > 0  # tiles were visited, so their colours changed
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("policy", "seed", "skip"),
     [("uniform", 0, False), ("wander", 2, True)],
     ids=["creep-on-road-drawn", "wander-on-grass-skipping"],
 )
 def test_full_episode_matches_stock(envs, policy, seed, skip):
+    # The whole 1,000-frame episode (27 s): `python -m pytest -m slow`.
     stock, fast = envs
     assert isinstance(fast.unwrapped, FastCarRacing)
     frames = _lockstep(stock, fast, seed, _actions(policy, seed, 1000), skip)

@@ -193,7 +193,7 @@ def test_help_prints_each_default_once_and_cites_no_missing_file():
     assert "default" not in re.sub(r"\(default: [^)]*\)", "", text)
 
 
-@pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu"])
+@pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu", "carracing-cpu"])
 def test_every_preset_parses_and_flags_override_it(preset):
     import dataclasses
 

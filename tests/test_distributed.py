@@ -55,20 +55,23 @@ def _scrape_while(alive, interval: float) -> list[dict[str, float]]:
     return scrapes
 
 
-def test_transitions_reach_replay_and_updates_happen(finished_run):
+def test_run_ends_exactly_and_the_last_record_and_checkpoint_agree(finished_run):
     cfg, run, record, _ = finished_run
-    assert record["agent_steps"] >= cfg.total_steps
-    assert record["replay_size"] >= cfg.total_steps
+    assert record["agent_steps"] == record["replay_size"] == cfg.total_steps
     expected_updates = cfg.replay.replay_ratio * (cfg.total_steps - cfg.replay.min_size)
     assert record["learner_updates"] == int(expected_updates)
+    ckpt = sorted(run.checkpoints.glob("ckpt_*.pt"))[-1]
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["agent"]["num_updates"] == record["learner_updates"]
+    assert saved["replay"]["limiter"]["inserts"] == record["agent_steps"]
 
 
 def test_new_weight_versions_reach_the_workers(finished_run):
     cfg, _, record, worker_stats = finished_run
     assert record["weights_version"] > 0
     for stats in worker_stats:
-        assert stats["policy_version"] > 0, stats
-        assert stats["steps"] > 0
+        assert stats.policy_version > 0, stats
+        assert stats.steps > 0
 
 
 def test_metrics_jsonl_is_well_formed(finished_run):
@@ -82,6 +85,8 @@ def test_metrics_jsonl_is_well_formed(finished_run):
         "learner_updates",
         "weights_version",
         "policy_lag",
+        "policy_lag_p90",
+        "sample_age",
         "replay_size",
         "agent_steps_per_s",
         "updates_per_s",
@@ -89,28 +94,18 @@ def test_metrics_jsonl_is_well_formed(finished_run):
     }
     for r in records:
         assert required <= set(r), required - set(r)
-        assert r["env_steps"] == 3 * r["agent_steps"]
     steps = [r["agent_steps"] for r in records]
     assert steps == sorted(steps)
     assert any(r.get("eval_return_mean") is not None for r in records)
-
-
-def test_replay_ratio_is_held(finished_run):
-    cfg, _, record, _ = finished_run
-    # The limiter's slack is one chunk of updates either side, or 10% once the run is long.
-    slack = max(
-        cfg.replay.replay_ratio * cfg.rollout.chunk_length + 1,
-        cfg.replay.ratio_tolerance * (record["agent_steps"] - cfg.replay.min_size),
-    )
-    target = cfg.replay.replay_ratio * (record["agent_steps"] - cfg.replay.min_size)
-    assert abs(record["learner_updates"] - target) <= slack + 3  # + samples in flight
+    lags = [r["policy_lag"] for r in records if r["policy_lag"] is not None]
+    assert lags and all(0 <= lag <= 10 * 10 for lag in lags)  # publish_every 10 in tiny
 
 
 def test_final_checkpoint_written(finished_run):
     _, run, record, _ = finished_run
     ckpts = sorted(run.checkpoints.glob("ckpt_*.pt"))
     assert ckpts and ckpts[-1].name == f"ckpt_{record['agent_steps']:012d}.pt"
-    assert (run.checkpoints / "replay.npz").exists()
+    assert (run.checkpoints / "replay" / "manifest.json").exists()
 
 
 def test_wandb_offline_run_holds_the_run(finished_run):
@@ -128,7 +123,7 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
 
     from distributed_sac.demos import demo_meta, load_demos, save_episode
     from distributed_sac.remote.learner import Learner
-    from distributed_sac.remote.replay_server import ReplayServer
+    from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
     from distributed_sac.rollout import Rollout
 
     cfg = tiny_ray_config()
@@ -147,18 +142,16 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     assert len(demos) == 1 and np.array_equal(demos[0].frames, c.frames)
 
     shape = cfg.wrappers.obs_shape
-    replay = ray.remote(ReplayServer).remote(
-        cfg.replay, shape[1:], shape[0], 1, cfg.agent.batch_size, cfg.total_steps, 0
-    )
+    replay = remote_replay().options(num_cpus=0).remote(ReplaySpec.from_config(cfg, 1))
     learner = (
         ray.remote(Learner).options(max_concurrency=4, num_cpus=0).remote(cfg, shape, 1, "cpu")
     )
     assert ray.get(replay.load_demos.remote(demos)) == c.num_transitions
-    before = ray.get(ray.get(learner.latest_weights.remote(-1))[0])
+    before = ray.get(ray.get(learner.latest_weights.remote())[1][0])
     assert ray.get(learner.pretrain.remote(replay, 6)) == 6
-    after = ray.get(ray.get(learner.latest_weights.remote(before.version))[0])
+    after = ray.get(ray.get(learner.latest_weights.remote())[1][0])
     assert after.version == 6
-    moved = [k for k in before.state if not torch.equal(before.state[k], after.state[k])]
+    moved = [k for k in before.state if not np.array_equal(before.state[k], after.state[k])]
     assert any(k.startswith("trunk") for k in moved) and any("convs" in k for k in moved)
 
 

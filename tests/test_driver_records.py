@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from distributed_sac.config import tiny_preset
+from distributed_sac.data import EpisodeStats, LearnerStats, ReplayStats
 from distributed_sac.remote import driver as driver_module
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
@@ -61,21 +62,25 @@ RESUMED_UPDATES = 5_000
 def driver(tmp_path, monkeypatch):
     monkeypatch.setattr(driver_module, "ray", FakeRay)
     cfg = dataclasses.replace(tiny_preset(), wandb="disabled", total_steps=400)
-    replay_stats = {
-        "agent_steps": 400,
-        "episodes": [{"episode_return": -100.0}],
-        "episodes_total": 3,
-        "data_version_mean": 10.0,
-        "replay_size": 400,
-        "replay_ratio_held": 1.0,
-    }
+    replay_stats = ReplayStats(
+        agent_steps=400,
+        replay_size=400,
+        episodes_total=3,
+        episodes=[EpisodeStats(-100.0, 67, False, False)],
+        replay_ratio_held=1.0,
+        worker_steps={},
+        sample_age=float("nan"),
+        closed=True,
+    )
     # A resumed learner: its update count and wait time were not made in this session.
-    learner_stats = {
-        "learner_updates": RESUMED_UPDATES,
-        "learner_wait_s": 123.0,
-        "weights_version": RESUMED_UPDATES,
-        "losses": {},
-    }
+    learner_stats = LearnerStats(
+        updates=RESUMED_UPDATES,
+        weights_version=RESUMED_UPDATES,
+        wait_s=123.0,
+        update_s=0.0,
+        losses={},
+        publish_times={},
+    )
     d = Driver.__new__(Driver)
     d.cfg = cfg
     d.run = RunDir.create(tmp_path / "run", cfg)
@@ -83,10 +88,10 @@ def driver(tmp_path, monkeypatch):
         stats=lambda: replay_stats,
         close=lambda: None,
         state=lambda: {},
-        snapshot=lambda path: 0,
+        snapshot=lambda *path: 0,
     )
     d.learner = Actor(stats=lambda: learner_stats, run=lambda *a: 0, state=lambda: {})
-    d.workers, d.counters = [], {"worker_restarts": 0, "episodes": 0}
+    d.workers, d.counters, d._restarts = [], {"worker_restarts": 0, "episodes": 0}, []
     d.wandb = Recorder()
     d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None
     # An evaluation still running when collection ends.

@@ -1,4 +1,4 @@
-"""The pixel environments against stock gymnasium envs stepped in lockstep (SPEC.md)."""
+"""The pixel environments against stock gymnasium envs stepped in lockstep (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.utils.env_checker import check_env
 
-from distributed_sac.config import EnvConfig
+from distributed_sac.config import ACTION_DIMS, ENV_NAMES, EnvConfig
 from distributed_sac.envs import (
+    ENV_IDS,
     SLIGHT_GAS,
     EarlyTermination,
     action_dim,
@@ -106,6 +107,13 @@ class ScriptedRewards(gym.Env):
         return np.zeros(1, np.uint8), reward, terminated, truncated, {}
 
 
+def test_every_env_table_covers_exactly_the_env_names():
+    assert ENV_NAMES == ("CarRacing", "VisualPendulum")
+    assert set(ENV_IDS) == set(ACTION_DIMS) == set(ENV_NAMES)
+    with pytest.raises(ValueError, match="choose one of CarRacing, VisualPendulum"):
+        make_env("Pendulum", CFG)
+
+
 @pytest.mark.parametrize("name,dim", [("CarRacing", 3), ("VisualPendulum", 1)])
 def test_spaces_shapes_and_env_checker(name, dim):
     env = make_env(name, CFG, seed=0)
@@ -181,7 +189,6 @@ def test_skip_render_draws_only_observed_frames_and_the_final_one():
         assert (terminated, truncated) == (False, step == 2) and stock_truncated == truncated
         assert fake.unwrapped.state_draws == 1 + 4 + step + 1
         assert fake.unwrapped.skip_render is False
-    assert fake._elapsed_steps == 20
 
 
 def test_early_termination_adds_penalty_and_terminates():

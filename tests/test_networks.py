@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import distributions as D
 from torch import nn
 
-from distributed_sac.augment import draw_noise, random_shift
+from distributed_sac.augment import random_shift
 from distributed_sac.networks import (
     Actor,
     Decoder,
@@ -20,6 +20,7 @@ from distributed_sac.networks import (
     set_compute,
     squashed_sample,
 )
+from distributed_sac.tensors import draw_noise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

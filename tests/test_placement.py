@@ -56,4 +56,4 @@ def test_learner_falls_back_to_cpu_without_cuda(placed):
 
 def test_workers_spread_over_both_nodes(placed):
     _, _, _, workers = placed
-    assert len({w["node_id"] for w in workers}) == 2
+    assert len({w.node_id for w in workers}) == 2

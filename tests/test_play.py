@@ -14,15 +14,16 @@ import torch
 import launch
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import EnvConfig, tiny_preset
-from distributed_sac.evaluation import evaluate
+from distributed_sac.evaluation import beside_agent_view, evaluate
 from distributed_sac.play import load_policy, resolve, run_eval
 from distributed_sac.policy import Policy
 from distributed_sac.run_dir import RunDir, fingerprint
 from distributed_sac.sac_ae import SacAeAgent
 
 torch.set_num_threads(1)
-# Pendulum's rgb_array frame (SPEC.md); the video must keep it, not rescale it to codec blocks.
-PENDULUM_FRAME = (500, 500, 3)
+# Pendulum's 500x500 rgb_array frame (docs/design.md) beside the agent's 32x32 view scaled 15x
+# (480 wide); the video keeps that size, no rescale to codec blocks.
+PENDULUM_FRAME = (500, 500 + 15 * 32, 3)
 
 
 class ZeroTorque:
@@ -46,6 +47,20 @@ def stock_pendulum_return(seed: int, agent_steps: int, repeat: int = 3) -> float
 def decode(path: Path) -> list[np.ndarray]:
     with imageio.get_reader(path) as reader:
         return [frame for frame in reader.iter_data()]
+
+
+def test_video_frames_show_the_render_beside_the_agents_newest_frame():
+    render = np.full((100, 150, 3), 7, np.uint8)
+    obs = np.zeros((4, 32, 32), np.uint8)
+    obs[-1] = np.arange(32 * 32).reshape(32, 32) % 251
+    obs[0] = 255  # an older frame: not shown
+    frame = beside_agent_view(render, obs)
+    assert frame.shape == (100, 150 + 3 * 32, 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame[:, :150], render)
+    view = frame[2:98, 150:]  # 3x scale: 96 rows centred in 100
+    np.testing.assert_array_equal(view[::3, ::3, 0], obs[-1])
+    np.testing.assert_array_equal(view[1::3, 2::3, 1], obs[-1])
+    assert not frame[:2, 150:].any() and not frame[98:, 150:].any()
 
 
 def test_evaluate_returns_match_stock_pendulum_and_video_decodes(tmp_path):

@@ -52,7 +52,7 @@ def test_eval_is_quiet_and_caps_episodes_as_training_evaluation_does(tmp_path):
 def test_batches_from_read_only_arrays_convert_without_a_warning():
     import torch
 
-    from distributed_sac.augment import batch_tensors
+    from distributed_sac.tensors import batch_tensors
 
     rng = np.random.default_rng(0)
     shape = (3, 8, 8)

@@ -1,17 +1,24 @@
 """The driver: starts the actors, watches them, logs, evaluates and checkpoints.
 
-Data flows one way: EnvWorker.run -> ReplayServer.add -> Learner.run (ReplayServer.sample,
-SacAeAgent.update) -> Learner.publish -> EnvWorker pulls the new weights.
+Data flows one way: EnvWorker.run -> ReplayServer.add -> ReplayServer.feed (new chunks once,
+index batches) -> Learner mirror -> SacAeAgent.update -> Learner.publish -> ReplayServer hands
+the newest weights to each worker with its next add reply.
+
+A run ends in order: collection stops at ``total_steps`` exactly (the replay cuts the last
+chunk), the driver closes the replay, the learner drains the updates the ratio still allows,
+then the final checkpoint and the final metrics record, which agree.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import ray
@@ -24,21 +31,20 @@ from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.placement import (
-    HEADLESS,
     await_placement,
+    evaluator_options,
     learner_device,
     learner_options,
-    on_node,
     replay_options,
     worker_options,
 )
-from distributed_sac.remote.replay_server import ReplayServer
+from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
 
-REPLAY_SNAPSHOT = "replay.npz"
+REPLAY_SNAPSHOT = "replay"
 RECONSTRUCTION_SAMPLES = 4
 
 
@@ -73,22 +79,13 @@ class Driver:
             checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
         snapshot = run.checkpoints / REPLAY_SNAPSHOT
         self.replay = (
-            ray.remote(ReplayServer)
+            remote_replay()
             .options(**replay_options(self.node))
-            .remote(
-                cfg.replay,
-                self.obs_shape[1:],
-                self.obs_shape[0],
-                self.action_dim,
-                cfg.agent.batch_size,
-                cfg.total_steps,
-                cfg.seed,
-                cfg.rollout.chunk_length,
-                cfg.rollout.chunk_length * cfg.envs_per_worker,
-                str(snapshot),
-            )
+            .remote(ReplaySpec.from_config(cfg, self.action_dim), str(snapshot))
         )
+        ray.get(self.learner.attach.remote(self.replay))
         self.counters = {"worker_restarts": 0, "episodes": 0}
+        self._restarts = [0] * cfg.num_workers
         if checkpoint is not None:
             ckpt, payload = checkpoint
             ray.get(
@@ -100,19 +97,11 @@ class Driver:
             self.counters.update(payload["counters"])
             log.info("resumed from %s", ckpt)
         self.evaluator = (
-            ray.remote(Evaluator)
-            .options(
-                name="evaluator",
-                num_cpus=0,
-                scheduling_strategy=on_node(self.node),
-                runtime_env=HEADLESS,
-            )
-            .remote(cfg)
+            ray.remote(Evaluator).options(**evaluator_options(self.node, cfg)).remote(cfg)
         )
+        # The replay by name, not by handle: see EnvWorker.__init__.
         self.workers = [
-            ray.remote(EnvWorker)
-            .options(**worker_options(i))
-            .remote(i, cfg, "replay", "learner")  # names: see EnvWorker.__init__
+            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, "replay")
             for i in range(cfg.num_workers)
         ]
         await_placement(
@@ -132,7 +121,6 @@ class Driver:
             group=cfg.wandb_group or cfg.env,
             tags=cfg.wandb_tags or (cfg.env,),
         )
-        self._last_checkpoint = -1
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
         self._last_eval: dict | None = None
@@ -147,28 +135,20 @@ class Driver:
         """Run to `total_steps`; Ctrl-C stops cleanly with a final checkpoint."""
         cfg = self.cfg
         start = ray.get(self.replay.stats.remote())
-        progress = Progress(cfg.total_steps, initial=start["agent_steps"])
-        ratio_updates = cfg.replay.replay_ratio * max(0, cfg.total_steps - cfg.replay.min_size)
-        learner_run = self.learner.run.remote(self.replay, int(ratio_updates))
+        progress = Progress(cfg.total_steps, initial=start.agent_steps)
+        learner_run = self.learner.run.remote(self.replay)
         runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
         next_log = time.monotonic()
-        next_ckpt = (start["agent_steps"] // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        next_ckpt = (start.agent_steps // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         next_eval = (
-            (start["agent_steps"] // cfg.eval.every + 1) * cfg.eval.every
-            if cfg.eval.every
-            else None
+            (start.agent_steps // cfg.eval.every + 1) * cfg.eval.every if cfg.eval.every else None
         )
-        # Rates count from here: a resumed or pretrained learner starts with updates done.
-        learner = ray.get(self.learner.stats.remote())
-        prev = {
-            "t": time.monotonic(),
-            **start,
-            **{k: learner[k] for k in ("learner_updates", "learner_wait_s")},
-        }
-        record: dict = {}
+        learner0 = ray.get(self.learner.stats.remote())
+        prev = _Previous(time.monotonic(), start.agent_steps, learner0.updates, learner0.wait_s)
+        closed = False
         interrupted = _InterruptFlag()
         try:
-            while not interrupted.is_set():
+            while not interrupted.is_set() and learner_run is not None:
                 waiting = list(runs) + [learner_run]
                 timeout = max(0.0, next_log - time.monotonic())
                 ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
@@ -178,11 +158,11 @@ class Driver:
                         learner_run = None
                     else:
                         self._finish_worker(ref, runs)
-                if not runs:
+                if not runs and not closed:
+                    # Collection is over: the learner drains what the ratio allows, then returns.
                     ray.get(self.replay.close.remote())
-                if learner_run is None:
-                    break
-                if time.monotonic() >= next_log:
+                    closed = True
+                if learner_run is not None and time.monotonic() >= next_log:
                     record, prev = self._log(prev, progress)
                     next_log = time.monotonic() + cfg.log_every_s
                     steps = record["agent_steps"]
@@ -196,15 +176,15 @@ class Driver:
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
                 self._stop_all(learner_run, runs)
             elif self._eval is not None:
-                ray.wait([self._eval])  # finished, so the final _log below records it
+                ray.wait([self._eval])  # the last evaluation lands in the final record
         finally:
             interrupted.restore()
             progress.close()
         try:
+            # Always: a checkpoint taken at these steps while the learner drained lacks updates.
+            self.checkpoint(ray.get(self.replay.stats.remote()).agent_steps)
             record, _ = self._log(prev, None)
             progress.summary(record)
-            if record["agent_steps"] != self._last_checkpoint:
-                self.checkpoint(record["agent_steps"])
         finally:
             self.wandb.finish()
         return record
@@ -223,12 +203,13 @@ class Driver:
         except RayActorError:
             # The worker's process died; Ray restarts the actor, so ask it to go on.
             self.counters["worker_restarts"] += 1
+            self._restarts[index] += 1
             log.warning(
                 "env-worker-%d died; restarted (%d restarts)",
                 index,
                 self.counters["worker_restarts"],
             )
-            runs[self.workers[index].run.remote()] = index
+            runs[self.workers[index].run.remote(self._restarts[index])] = index
 
     def _stop_all(self, learner_run, runs: dict) -> None:
         for w in self.workers:
@@ -242,41 +223,43 @@ class Driver:
         )
 
     def _start_eval(self, steps: int) -> None:
-        found = ray.get(self.learner.latest_weights.remote(-1))
+        _, weights = ray.get(self.learner.latest_weights.remote())
         video = str(self.run.videos / f"eval_{steps:09d}.mp4") if self.cfg.eval.video else None
-        self._eval = self.evaluator.evaluate.remote(found[0], steps, video)
+        self._eval = self.evaluator.evaluate.remote(weights[0], steps, video)
 
-    def _log(self, prev: dict, progress: Progress | None) -> tuple[dict, dict]:
-        replay, learner = ray.get([self.replay.stats.remote(), self.learner.stats.remote()])
+    def _log(self, prev: _Previous, progress: Progress | None) -> tuple[dict, _Previous]:
+        replay, learner, *workers = ray.get(
+            [self.replay.stats.remote(), self.learner.stats.remote()]
+            + [w.stats.remote() for w in self.workers]
+        )
         now = time.monotonic()
-        dt = max(1e-9, now - prev["t"])
-        self._returns.extend(e["episode_return"] for e in replay["episodes"])
-        self.counters["episodes"] = replay["episodes_total"]
+        dt = max(1e-9, now - prev.t)
+        self._returns.extend(e.episode_return for e in replay.episodes)
+        self.counters["episodes"] = replay.episodes_total
         if self._eval is not None and ray.wait([self._eval], timeout=0)[0]:
             self._last_eval, self._eval = ray.get(self._eval), None
             eval_record = self._last_eval
         else:
             eval_record = None
-        d_updates = learner["learner_updates"] - prev["learner_updates"]
-        version = replay["data_version_mean"]
+        lag_median, lag_p90 = acting_lag([w.acting_lag for w in workers])
         record = {
             "time": time.time(),
-            "agent_steps": replay["agent_steps"],
-            "env_steps": replay["agent_steps"] * self.cfg.wrappers.action_repeat,
-            "learner_updates": learner["learner_updates"],
-            "weights_version": learner["weights_version"],
-            "policy_lag": learner["learner_updates"] - version if version >= 0 else 0.0,
-            "replay_size": replay["replay_size"],
-            "agent_steps_per_s": (replay["agent_steps"] - prev["agent_steps"]) / dt,
-            "updates_per_s": d_updates / dt,
-            "learner_idle_frac": min(
-                1.0, (learner["learner_wait_s"] - prev["learner_wait_s"]) / dt
-            ),
-            "replay_ratio_held": replay["replay_ratio_held"],
-            "episodes": replay["episodes_total"],
+            "agent_steps": replay.agent_steps,
+            "env_steps": replay.agent_steps * self.cfg.wrappers.action_repeat,
+            "learner_updates": learner.updates,
+            "weights_version": learner.weights_version,
+            "policy_lag": lag_median,
+            "policy_lag_p90": lag_p90,
+            "sample_age": None if math.isnan(replay.sample_age) else replay.sample_age,
+            "replay_size": replay.replay_size,
+            "agent_steps_per_s": (replay.agent_steps - prev.agent_steps) / dt,
+            "updates_per_s": (learner.updates - prev.updates) / dt,
+            "learner_idle_frac": min(1.0, (learner.wait_s - prev.wait_s) / dt),
+            "replay_ratio_held": replay.replay_ratio_held,
+            "episodes": replay.episodes_total,
             "episode_return_mean": float(np.mean(self._returns)) if self._returns else None,
             "worker_restarts": self.counters["worker_restarts"],
-            **{f"loss/{k}": v for k, v in sorted(learner["losses"].items())},
+            **{f"loss/{k}": v for k, v in sorted(learner.losses.items())},
         }
         if eval_record is not None:
             record.update({k: v for k, v in eval_record.items() if k.startswith("eval_")})
@@ -288,12 +271,7 @@ class Driver:
             self._log_media(eval_record)
         if progress is not None:
             progress.update(record)
-        nxt = {
-            "t": now,
-            "agent_steps": replay["agent_steps"],
-            **{k: learner[k] for k in ("learner_updates", "learner_wait_s")},
-        }
-        return record, nxt
+        return record, _Previous(now, replay.agent_steps, learner.updates, learner.wait_s)
 
     def _log_media(self, eval_record: dict) -> None:
         """The eval video and a grid of autoencoder reconstructions beside their inputs."""
@@ -309,7 +287,7 @@ class Driver:
     def checkpoint(self, agent_steps: int) -> Path:
         """Learner state and counters in one atomic file; replay snapshot beside it."""
         agent, replay_state = ray.get([self.learner.state.remote(), self.replay.state.remote()])
-        ray.get(self.replay.snapshot.remote(str(self.run.checkpoints / REPLAY_SNAPSHOT)))
+        ray.get(self.replay.snapshot.remote())
         state = {"agent": agent, "replay": replay_state, "counters": dict(self.counters)}
         path = save_checkpoint(
             self.run.checkpoints,
@@ -319,8 +297,25 @@ class Driver:
             self.cfg.keep_checkpoints,
         )
         log.info("checkpoint %s", path)
-        self._last_checkpoint = agent_steps
         return path
+
+
+class _Previous(NamedTuple):
+    """The counters of the previous metrics record, for rates."""
+
+    t: float
+    agent_steps: int
+    updates: int
+    wait_s: float
+
+
+def acting_lag(per_worker: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """Median and 90th percentile of the per-step acting lag over all workers' recent steps."""
+    steps = np.concatenate([np.asarray(a, np.int64) for a in per_worker]) if per_worker else []
+    if len(steps) == 0:
+        return None, None
+    median, p90 = np.percentile(steps, [50, 90])
+    return float(median), float(p90)
 
 
 class _InterruptFlag:

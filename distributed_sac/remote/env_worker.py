@@ -1,8 +1,10 @@
-"""Env-worker actor: steps K environments, ships chunks to replay, pulls newer weights.
+"""Env-worker actor: steps K environments, ships chunks to replay, takes the weights it is given.
 
 Adds to the replay actor stay bounded in flight (a full replay throttles stepping through
-them); weight pulls are non-blocking: the worker keeps acting with the weights it has until
-the newer ones have arrived (RLlib's pull-based weight server, sample-factory's versions).
+them); a throttled add comes back and is sent again. Every add reply names the newest published
+weights, so weights reach the worker without polling the learner; the fetch is non-blocking and
+the worker acts with the weights it has until the newer ones have arrived (RLlib's versioned
+weights, sample-factory's policy lag).
 """
 
 from __future__ import annotations
@@ -10,87 +12,131 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 
+import numpy as np
 import ray
 import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
-from distributed_sac.policy import Policy
+from distributed_sac.data import AddReply, WorkerStats
+from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import WorkerTelemetry
-from distributed_sac.rollout import Rollout
+from distributed_sac.rollout import Rollout, worker_seed
 
 ADDS_IN_FLIGHT = 2
+LAG_WINDOW = 4096
+"""Per-step acting-lag values kept between two ``stats`` calls."""
+FIRST_USE_KEPT = 8
+
+
+class WeightsClient:
+    """Fetches the weights that add replies announce, newest first, without ever blocking."""
+
+    def __init__(self) -> None:
+        self.newest = -1
+        """Newest published version this worker has heard of."""
+        self._fetch: ray.ObjectRef | None = None
+        self._fetch_version = -1
+
+    def offer(self, version: int, weights: list | None, have: int) -> None:
+        self.newest = max(self.newest, version)
+        if weights and version > max(have, self._fetch_version):
+            self._fetch, self._fetch_version = weights[0], version
+
+    def poll(self) -> PolicyWeights | None:
+        """The fetched weights once they have arrived, else None."""
+        if self._fetch is None or not ray.wait([self._fetch], timeout=0)[0]:
+            return None
+        weights, self._fetch = ray.get(self._fetch), None
+        return weights
 
 
 class EnvWorker:
-    """One Ray actor per CPU: a `Rollout` plus the plumbing to replay and learner."""
+    """One Ray actor per CPU: a ``Rollout`` plus the plumbing to replay."""
 
-    def __init__(
-        self,
-        index: int,
-        cfg: TrainConfig,
-        replay: ray.actor.ActorHandle | str,
-        learner: ray.actor.ActorHandle | str,
-    ) -> None:
+    def __init__(self, index: int, cfg: TrainConfig, replay: ray.actor.ActorHandle | str) -> None:
         torch.set_num_threads(1)
         self.index = index
         self.cfg = cfg
         # By name for a restartable worker: an actor handle among a constructor's arguments
         # makes Ray warn that restarts may fail (ray#53727); a name is looked up again.
         self.replay = ray.get_actor(replay) if isinstance(replay, str) else replay
-        self.learner = ray.get_actor(learner) if isinstance(learner, str) else learner
-        seed = cfg.seed + 1000 * (index + 1)
-        self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
-        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)
+        self._start(restarts=0)
         self._stop = threading.Event()
         self._global_steps = 0
-        self._first_use: dict[int, float] = {}
         self._steps_per_s = 0.0
+        self._lag: deque[int] = deque(maxlen=LAG_WINDOW)
+        self._lag_lock = threading.Lock()
+        self._first_use: dict[int, float] = {}
         self.telemetry = WorkerTelemetry(index, cfg.wrappers.action_repeat)
 
-    def run(self) -> int:
-        """Step until the replay actor reports collection done or `stop()`; returns steps."""
-        adds: list[ray.ObjectRef] = []
-        poll: ray.ObjectRef | None = None
-        fetch: ray.ObjectRef | None = None
+    def _start(self, restarts: int) -> None:
+        # A worker restarted by Ray draws a fresh stream: the same seed would replay its tracks.
+        seed = worker_seed(self.cfg.seed, self.index, restarts)
+        cfg = self.cfg
+        self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
+        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)
+        self.weights = WeightsClient()
+
+    def run(self, restarts: int = 0) -> int:
+        """Step until the replay reports collection done or ``stop()``; returns steps.
+
+        ``restarts``: how often the driver has restarted this worker (reseeds the rollout).
+        """
+        if restarts:
+            self.rollout.close()
+            self._start(restarts)
+        adds: deque[tuple[ray.ObjectRef, list, list]] = deque()
         done = False
-        since_poll = 0
         t_window, steps_window = time.monotonic(), 0
+        num_envs = len(self.rollout.envs)
         while not done and not self._stop.is_set():
             explore = self._global_steps < self.cfg.rollout.exploration_steps
-            chunks, episodes = self.rollout.step(
-                self.policy if self.policy.version >= 0 else None, explore
-            )
-            self._global_steps += len(self.rollout.envs)
-            steps_window += len(self.rollout.envs)
-            self.telemetry.record_steps(len(self.rollout.envs))
+            acting = self.policy.version >= 0 and not explore
+            chunks, episodes = self.rollout.step(self.policy if acting else None, explore)
+            if acting:
+                with self._lag_lock:
+                    self._lag.extend([self.weights.newest - self.policy.version] * num_envs)
+            self._global_steps += num_envs
+            steps_window += num_envs
+            self.telemetry.record_steps(num_envs)
             for episode in episodes:
                 self.telemetry.record_episode(episode.episode_return, episode.length)
             if chunks or episodes:
-                adds.append(self.replay.add.remote(self.index, chunks, episodes))
-            while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait(adds[:1], timeout=0)[0]):
-                self._global_steps, done = ray.get(adds.pop(0))
+                adds.append((self._add(chunks, episodes), chunks, episodes))
+            while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
+                ref, chunks, episodes = adds.popleft()
+                reply: AddReply = ray.get(ref)
+                self.weights.offer(reply.weights_version, reply.weights, self.policy.version)
+                if reply.throttled:
+                    adds.appendleft((self._add(chunks, episodes), chunks, episodes))
+                    continue
+                self._global_steps, done = reply.agent_steps, reply.done
                 if done:
                     break
-            since_poll += 1
-            if poll is None and fetch is None and since_poll >= self.cfg.rollout.weights_poll_every:
-                poll, since_poll = self.learner.latest_weights.remote(self.policy.version), 0
-            if poll is not None and ray.wait([poll], timeout=0)[0]:
-                found, poll = ray.get(poll), None
-                fetch = found[0] if found else None
-            if fetch is not None and ray.wait([fetch], timeout=0)[0]:
-                self.policy.load(ray.get(fetch))
-                self._first_use.setdefault(self.policy.version, time.time())
+            fetched = self.weights.poll()
+            if fetched is not None and fetched.version > self.policy.version:
+                self.policy.load(fetched)
+                self._first_use[fetched.version] = time.time()
+                while len(self._first_use) > FIRST_USE_KEPT:
+                    del self._first_use[min(self._first_use)]
                 self.telemetry.policy_version(self.policy.version)
-                fetch = None
             now = time.monotonic()
             if now - t_window >= 2.0:
                 self._steps_per_s = steps_window / (now - t_window)
                 self.telemetry.steps_per_s(self._steps_per_s)
+                with self._lag_lock:
+                    recent = np.asarray(self._lag, np.int64)[-steps_window:]
+                if recent.size:
+                    self.telemetry.acting_lag(*np.percentile(recent, [50, 90]))
                 t_window, steps_window = now, 0
-        for ref in adds:
+        for ref, _, _ in adds:
             ray.get(ref)
         return self.rollout.steps
+
+    def _add(self, chunks: list, episodes: list) -> ray.ObjectRef:
+        return self.replay.add.remote(self.index, chunks, episodes, self.policy.version)
 
     def pid(self) -> int:
         """This actor's process id (fault-injection tests kill it)."""
@@ -103,12 +149,17 @@ class EnvWorker:
     def stop(self) -> None:
         self._stop.set()
 
-    def stats(self) -> dict:
-        return {
-            "worker": self.index,
-            "steps": self.rollout.steps,
-            "steps_per_s": self._steps_per_s,
-            "policy_version": self.policy.version,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "first_use": dict(list(self._first_use.items())[-8:]),
-        }
+    def stats(self) -> WorkerStats:
+        """Counters, and the per-step acting lag since the last call (drained)."""
+        with self._lag_lock:
+            lag = np.asarray(self._lag, np.int64)
+            self._lag.clear()
+        return WorkerStats(
+            worker=self.index,
+            steps=self.rollout.steps,
+            steps_per_s=self._steps_per_s,
+            policy_version=self.policy.version,
+            node_id=ray.get_runtime_context().get_node_id(),
+            acting_lag=lag,
+            first_use=dict(self._first_use),
+        )

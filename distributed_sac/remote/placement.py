@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -41,7 +42,7 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
         _not_token_auth_enabled
     )
     # A laptop may have fewer cores than actors; oversubscribing is better than never scheduling.
-    needed = num_workers + 1
+    needed = math.ceil(num_workers + cfg.learner_cpus + REPLAY_CPUS + evaluator_cpus(cfg))
     context = ray.init(
         address="local",  # a new local Ray, even when `ray start` runs one on this machine
         num_cpus=max(os.cpu_count() or 1, needed),
@@ -103,14 +104,33 @@ def on_node(node_id: str) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
 
 
+REPLAY_CPUS = 1.0
+"""The replay actor inserts, feeds the learner and writes snapshots: a core's work at scale."""
+
+
+def evaluator_cpus(cfg: TrainConfig) -> float:
+    """The evaluator steps an env and a policy while it evaluates (none when it never does)."""
+    return 1.0 if cfg.eval.every else 0.0
+
+
 def replay_options(node_id: str) -> dict:
     # Restarted from its latest snapshot if it dies; callers' pending calls are retried.
     return {
         "name": "replay",
-        "num_cpus": 0,
+        "num_cpus": REPLAY_CPUS,
         "scheduling_strategy": on_node(node_id),
         "max_restarts": -1,
         "max_task_retries": -1,
+    }
+
+
+def evaluator_options(node_id: str, cfg: TrainConfig) -> dict:
+    """Beside the learner, reserving the CPU it uses while evaluating."""
+    return {
+        "name": "evaluator",
+        "num_cpus": evaluator_cpus(cfg),
+        "scheduling_strategy": on_node(node_id),
+        "runtime_env": HEADLESS,
     }
 
 

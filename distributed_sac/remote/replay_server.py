@@ -1,183 +1,297 @@
-"""Replay actor: owns the frame-deduplicated buffer and the samples-per-insert rate limiter.
+"""Replay actor: the one store of transitions, the samples-per-insert rate limiter, the demos.
 
-An asyncio actor: `add` and `sample` await on one condition until the limiter lets their side
-proceed, so whichever side runs ahead is throttled without polling (Reverb's
-SampleToInsertRatio). All buffer work runs on the event loop thread, so it never races.
+Pixels cross to the learner once: ``feed`` ships the chunks inserted since the learner last
+heard (each once, in order) with index batches for several updates, and the learner gathers
+stacks from its mirror (``mirror.DeviceMirror``). A learner it does not know (a new or restarted
+one), or one that fell a whole buffer behind, gets the whole content instead.
+
+A threaded actor with concurrency groups, so no number of parked ``add`` calls can keep
+``feed``, ``stats`` or the control calls from starting (they have their own threads). One lock
+guards the buffer; each side waits on its own condition and is woken one call at a time
+(``notify(1)``, passed on while the limiter still allows), never all at once. A throttled
+``add`` waits at most ``ADD_WAIT_S`` and then answers ``throttled`` so the worker sends it again
+(Reverb's rate-limiter timeouts), so no call holds a thread forever.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import dataclasses
 import os
+import threading
 import time
+import uuid
 from collections import deque
-from pathlib import Path
 
 import numpy as np
+import ray
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.config import ReplayConfig
-from distributed_sac.data import Batch, Chunk
+from distributed_sac.config import ReplayConfig, TrainConfig
+from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats
 from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
-from distributed_sac.replay import ReplayBuffer
-from distributed_sac.rollout import EpisodeStats
+from distributed_sac.replay import ReplayBuffer, mix_indices
+from distributed_sac.snapshot import SnapshotWriter, restore_snapshot
+
+ADD_WAIT_S = 1.0
+"""Longest an ``add`` waits on the rate limiter before answering ``throttled``."""
+FEED_WAIT_S = 0.5
+"""Longest a ``feed`` waits for the limiter to allow one update before answering with none."""
+CONCURRENCY_GROUPS = {"add": 8, "feed": 1, "control": 4, "snapshot": 1}
+"""Threads per kind of call: ``feed`` is one thread so its chunks go out in order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySpec:
+    """Everything the replay actor is built from."""
+
+    cfg: ReplayConfig
+    frame_shape: tuple[int, int]
+    stack: int
+    action_dim: int
+    batch_size: int
+    total_steps: int
+    seed: int
+    chunk_length: int = 64
+    max_insert: int = 64
+    """Most transitions one ``add`` carries (chunk length x envs per worker)."""
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, action_dim: int) -> ReplaySpec:
+        shape = cfg.wrappers.obs_shape
+        return cls(
+            cfg.replay,
+            shape[1:],
+            shape[0],
+            action_dim,
+            cfg.agent.batch_size,
+            cfg.total_steps,
+            cfg.seed,
+            cfg.rollout.chunk_length,
+            cfg.rollout.chunk_length * cfg.envs_per_worker,
+        )
 
 
 class ReplayServer:
-    """Takes chunks from env workers, serves batches to the learner, counts agent steps."""
+    """Takes chunks from env workers, feeds the learner's mirror, counts agent steps."""
 
-    def __init__(
-        self,
-        cfg: ReplayConfig,
-        frame_shape: tuple[int, int],
-        stack: int,
-        action_dim: int,
-        batch_size: int,
-        total_steps: int,
-        seed: int,
-        chunk_length: int = 64,
-        max_insert: int = 64,
-        snapshot: str | None = None,
-    ) -> None:
-        self.cfg = cfg
-        self.batch_size = batch_size
-        self.total_steps = total_steps
-        self.rng = np.random.default_rng(seed)
-        if snapshot is not None and Path(snapshot).exists():
-            self.buffer = ReplayBuffer.load(snapshot)
-        else:
-            self.buffer = ReplayBuffer(cfg.capacity, frame_shape, stack, action_dim, chunk_length)
+    def __init__(self, spec: ReplaySpec, snapshot: str | None = None) -> None:
+        self.spec = spec
+        cfg = spec.cfg
+        self.rng = np.random.default_rng(spec.seed)
+        self.buffer = ReplayBuffer(
+            cfg.capacity, spec.frame_shape, spec.stack, spec.action_dim, spec.chunk_length
+        )
         self.demos: ReplayBuffer | None = None
-        self.limiter = RateLimiter(cfg.replay_ratio, cfg.min_size, cfg.ratio_tolerance, max_insert)
-        self._cond: asyncio.Condition | None = None
-        self._closed = False
+        self.limiter = RateLimiter(
+            cfg.replay_ratio, cfg.min_size, cfg.ratio_tolerance, spec.max_insert, spec.total_steps
+        )
+        self._lock = threading.Lock()
+        self._insert_ready = threading.Condition(self._lock)
+        self._sample_ready = threading.Condition(self._lock)
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
-        self._recent_versions: deque[int] = deque(maxlen=16)
-        self._insert_wait_s = 0.0
-        self._sample_wait_s = 0.0
         self._worker_steps: dict[int, int] = {}
-        self._started = time.monotonic()
+        self._client: str | None = None
+        self._sent_seq = 0
+        self._demos_sent = False
+        self._weights: tuple[int, list | None] = (-1, None)
+        self._sample_ages: deque[float] = deque(maxlen=64)
+        self.add_wait_s, self.feed_wait_s = ADD_WAIT_S, FEED_WAIT_S
         self.telemetry = ReplayTelemetry()
-        sidecar = _sidecar(snapshot) if snapshot else None
-        if sidecar is not None and sidecar.exists() and Path(snapshot).exists():
-            # Restarted by Ray after a crash: carry on from the last snapshot's counters.
-            self.restore(json.loads(sidecar.read_text()))
-
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+        self._snapshots = SnapshotWriter(snapshot) if snapshot else None
+        manifest = restore_snapshot(snapshot, self.buffer) if snapshot else None
+        if manifest is not None:
+            # Restarted by Ray after a crash (or resumed): carry on from the last snapshot.
+            self.restore(manifest["counters"])
+            self._snapshots.continue_from(manifest)
 
     @property
     def agent_steps(self) -> int:
         return self.limiter.inserts
 
-    async def add(
-        self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats]
-    ) -> tuple[int, bool]:
-        """Insert chunks once the limiter allows; returns (agent steps so far, collection done)."""
+    # -- env workers --------------------------------------------------------------------------
+
+    @ray.method(concurrency_group="add")
+    def add(
+        self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats], have_version: int
+    ) -> AddReply:
+        """Insert chunks once the limiter allows, cut at ``total_steps``; see ``AddReply``."""
         n = sum(c.num_transitions for c in chunks)
-        cond = self._condition()
-        async with cond:
+        with self._lock:
+            deadline = time.monotonic() + self.add_wait_s
             t0 = time.monotonic()
-            await cond.wait_for(lambda: self._closed or self.limiter.can_insert(n))
-            waited = time.monotonic() - t0
-            self._insert_wait_s += waited
-            self.telemetry.insert_waited(waited)
-            if self._closed or self.agent_steps >= self.total_steps:
-                return self.agent_steps, True
-            for chunk in chunks:
-                self.buffer.add(chunk)
-                if chunk.weights_version >= 0:
-                    self._recent_versions.append(chunk.weights_version)
-            self.limiter.insert(n)
-            self._worker_steps[worker] = self._worker_steps.get(worker, 0) + n
-            self._episodes.extend(episodes)
-            self._episodes_total += len(episodes)
-            self.telemetry.inserted(n)
-            self.telemetry.size(len(self.buffer))
-            if self._recent_versions:
-                self.telemetry.policy_lag(
-                    self.limiter.samples - float(np.mean(self._recent_versions))
+            throttled = False
+            while not (self._done or n == 0 or self.limiter.can_insert(n)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    throttled = True
+                    break
+                self._insert_ready.wait(left)
+            self.telemetry.insert_waited(time.monotonic() - t0)
+            if not throttled and not self._done:
+                self._insert(worker, chunks, episodes)
+                self._sample_ready.notify()
+                if self.limiter.can_insert(self.spec.max_insert):
+                    self._insert_ready.notify()  # pass the turn on, one waiter at a time
+            version, ref = self._weights
+            return AddReply(
+                self.agent_steps,
+                self._done,
+                throttled,
+                version,
+                ref if version > have_version else None,
+            )
+
+    @property
+    def _done(self) -> bool:
+        return self.limiter.closed or self.agent_steps >= self.spec.total_steps
+
+    def _insert(self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats]) -> None:
+        inserted = 0
+        for chunk in chunks:
+            room = self.spec.total_steps - self.agent_steps - inserted
+            if room <= 0:
+                break
+            if chunk.num_transitions > room:
+                # Collection stops at total_steps exactly: keep the chunk's first `room` steps.
+                chunk = Chunk(
+                    chunk.frames[: room + self.spec.stack],
+                    *(a[:room] for a in chunk[1:5]),
+                    chunk.weights_version,
                 )
-            cond.notify_all()
-            return self.agent_steps, self.agent_steps >= self.total_steps
+            self.buffer.add(chunk)
+            inserted += chunk.num_transitions
+        if inserted:
+            self.limiter.insert(inserted)
+            self._worker_steps[worker] = self._worker_steps.get(worker, 0) + inserted
+            self.telemetry.inserted(inserted)
+            self.telemetry.size(len(self.buffer))
+        self._episodes.extend(episodes)
+        self._episodes_total += len(episodes)
 
-    async def sample(self) -> Batch | None:
-        """One batch once the limiter allows; None after `close()`."""
-        cond = self._condition()
-        async with cond:
-            t0 = time.monotonic()
-            await cond.wait_for(lambda: self._closed or self.limiter.can_sample(1))
-            waited = time.monotonic() - t0
-            self._sample_wait_s += waited
-            self.telemetry.sample_waited(waited)
-            if self._closed and not self.limiter.can_sample(1):
-                return None
-            self.limiter.sample(1)
-            self.telemetry.sampled(1)
-            cond.notify_all()
-            return self._draw()
+    # -- the learner --------------------------------------------------------------------------
 
-    def _draw(self) -> Batch:
-        if self.demos is None or len(self.demos) == 0:
-            return self.buffer.sample(self.batch_size, self.rng)
-        n_demo = int(round(self.cfg.demo_fraction * self.batch_size))
-        if len(self.buffer) < self.batch_size - n_demo:
-            n_demo = self.batch_size
-        parts = [self.demos.sample(n_demo, self.rng)]
-        if n_demo < self.batch_size:
-            parts.append(self.buffer.sample(self.batch_size - n_demo, self.rng))
-        return Batch(*(np.concatenate(f) for f in zip(*parts, strict=True)))
+    @ray.method(concurrency_group="feed")
+    def feed(self, client: str, updates: int, pretrain: bool = False) -> Feed:
+        """New chunks for ``client``'s mirror and index batches for up to ``updates`` updates.
 
-    def peek(self, n: int) -> np.ndarray | None:
-        """A few stored observations for monitoring; not counted by the rate limiter."""
-        if len(self.buffer) < n:
-            return None
-        return self.buffer.sample(n, np.random.default_rng()).obs
+        ``pretrain``: demonstrations only, outside the rate limiter (before collection).
+        """
+        with self._lock:
+            if pretrain:
+                if self.demos is None or len(self.demos) < self.spec.batch_size:
+                    raise ValueError("not enough demonstration transitions for one batch")
+                k = updates
+            else:
+                k = self._await_grant(updates)
+            reset = client != self._client or self._sent_seq < self.buffer.layout.first_seq
+            first = self.buffer.layout.first_seq if reset else self._sent_seq
+            chunks = self.buffer.run_since(first)
+            self._client, self._sent_seq = client, self.buffer.layout.chunks_added
+            demos = None
+            if self.demos is not None and (reset or not self._demos_sent):
+                demos, self._demos_sent = self.demos.run_since(self.demos.layout.first_seq), True
+            demo_idx, replay_idx = self._draw(k, pretrain)
+            if k and not pretrain:
+                self.limiter.sample(k)
+                self.telemetry.sampled(k)
+                self._insert_ready.notify()
+            done = not pretrain and k == 0 and self.limiter.closed and self.limiter.grant(1) == 0
+            return Feed(
+                reset, self.buffer.geometry, first, chunks, demos, demo_idx, replay_idx, done
+            )
 
-    def sample_demos(self) -> Batch:
-        """A batch of demonstrations only (off-policy pretraining, before online collection)."""
-        if self.demos is None or len(self.demos) < self.batch_size:
-            raise ValueError("not enough demonstration transitions for one batch")
-        return self.demos.sample(self.batch_size, self.rng)
+    def _await_grant(self, updates: int) -> int:
+        t0 = time.monotonic()
+        deadline = t0 + self.feed_wait_s
+        k = self._grant(updates)
+        while k == 0 and not self.limiter.closed:
+            # The learner is refused: the limiter then lets every insert through (no deadlock).
+            self._insert_ready.notify()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._sample_ready.wait(left)
+            k = self._grant(updates)
+        self.telemetry.sample_waited(time.monotonic() - t0)
+        return k
 
+    def _grant(self, updates: int) -> int:
+        demo_size = len(self.demos) if self.demos is not None else 0
+        if len(self.buffer) + demo_size < self.spec.batch_size:
+            return 0
+        return self.limiter.grant(updates)
+
+    def _draw(self, k: int, pretrain: bool) -> tuple[np.ndarray, np.ndarray]:
+        b = self.spec.batch_size
+        if pretrain:
+            return self.rng.integers(0, len(self.demos), (k, b)), np.empty((k, 0), np.int64)
+        demo_size = len(self.demos) if self.demos is not None else 0
+        if k == 0:
+            return np.empty((0, 0), np.int64), np.empty((0, b), np.int64)
+        demo_idx, replay_idx = mix_indices(
+            len(self.buffer), demo_size, b, self.spec.cfg.demo_fraction, k, self.rng
+        )
+        if replay_idx.size:
+            versions = self.buffer.weights_versions(replay_idx.reshape(-1))
+            acted = versions[versions >= 0]
+            if acted.size:
+                self._sample_ages.append(float(self.limiter.samples - np.median(acted)))
+                self.telemetry.sample_age(self._sample_ages[-1])
+        return demo_idx, replay_idx
+
+    @ray.method(concurrency_group="control")
     def load_demos(self, chunks: list[Chunk]) -> int:
-        """Keep demonstrations in their own buffer, sampled at `demo_fraction` of each batch."""
+        """Keep demonstrations in their own buffer, sampled at ``demo_fraction`` of each batch."""
         n = sum(c.num_transitions for c in chunks)
         c0 = chunks[0]
-        self.demos = ReplayBuffer(
-            max(n, self.batch_size),
+        demos = ReplayBuffer(
+            max(n, self.spec.batch_size),
             c0.frames.shape[1:],
             self.buffer.stack,
             c0.action.shape[1],
             chunk_length_hint=max(1, min(c.num_transitions for c in chunks)),
         )
         for chunk in chunks:
-            self.demos.add(chunk)
-        return len(self.demos)
+            demos.add(chunk)
+        with self._lock:
+            self.demos, self._demos_sent = demos, False
+        return len(demos)
 
-    async def close(self) -> None:
-        """End collection: wake every waiter; the learner drains what the ratio still allows."""
-        cond = self._condition()
-        async with cond:
-            self._closed = True
+    @ray.method(concurrency_group="control")
+    def set_weights(self, version: int, weights: list) -> None:
+        """The newest published weights (``[ObjectRef]``), handed out with ``add`` replies."""
+        with self._lock:
+            if version > self._weights[0]:
+                self._weights = (version, weights)
+
+    @ray.method(concurrency_group="control")
+    def latest_weights(self) -> tuple[int, list | None]:
+        """(version, ``[ObjectRef]``) of the newest weights the replay knows."""
+        return self._weights
+
+    @ray.method(concurrency_group="control")
+    def close(self) -> None:
+        """End collection: parked adds answer done; the learner drains what the ratio allows."""
+        with self._lock:
             self.limiter.finish()
-            cond.notify_all()
+            self._insert_ready.notify_all()  # once per run: every parked add must answer done
+            self._sample_ready.notify()
 
-    def snapshot(self, path: str) -> int:
-        """Write buffer and counters atomically (on this actor's node); returns transitions saved.
+    # -- checkpoints and monitoring -----------------------------------------------------------
 
-        A Ray restart of this actor reloads them (fault tolerance); `--resume` does too.
+    @ray.method(concurrency_group="snapshot")
+    def snapshot(self) -> int:
+        """Write the chunks added since the last snapshot and the counters, atomically.
+
+        A Ray restart of this actor reloads them (fault tolerance), and so does ``--resume``.
+        Only copying the new chunks out holds the lock; the writing happens outside it.
         """
-        self.buffer.save(path)
-        text = json.dumps(self.state()).encode()
-        atomic_write(_sidecar(path), lambda f: f.write(text))
-        return len(self.buffer)
+        if self._snapshots is None:
+            raise ValueError("this replay actor was built without a snapshot path")
+        return self._snapshots.write(self._lock, self.buffer, self.state)
 
+    @ray.method(concurrency_group="control")
     def state(self) -> dict:
         """Counters to checkpoint beside the learner state."""
         return {
@@ -187,42 +301,58 @@ class ReplayServer:
             "worker_steps": {str(k): v for k, v in self._worker_steps.items()},
         }
 
+    @ray.method(concurrency_group="control")
     def restore(self, state: dict) -> None:
-        self.limiter.load_state_dict(state["limiter"])
-        self.limiter.closed = False  # a resumed run may collect further (a larger --total-steps)
-        self._episodes_total = int(state["episodes_total"])
-        self.rng.bit_generator.state = state["rng"]
-        self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
+        with self._lock:
+            self.limiter.load_state_dict(state["limiter"])
+            self.limiter.closed = False  # a resumed run may collect further (a larger total)
+            self._episodes_total = int(state["episodes_total"])
+            self.rng.bit_generator.state = state["rng"]
+            self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
+            self._client = None  # the learner resyncs its mirror
 
+    @ray.method(concurrency_group="control")
+    def peek(self, n: int) -> np.ndarray | None:
+        """A few stored observations for monitoring; not counted by the rate limiter."""
+        with self._lock:
+            if len(self.buffer) < n:
+                return None
+            return self.buffer.sample(n, np.random.default_rng()).obs
+
+    @ray.method(concurrency_group="control")
+    def stats(self) -> ReplayStats:
+        """Counters for metrics; drains the episodes finished since the last call."""
+        with self._lock:
+            episodes = list(self._episodes)
+            self._episodes.clear()
+            ages = list(self._sample_ages)
+            return ReplayStats(
+                agent_steps=self.agent_steps,
+                replay_size=len(self.buffer),
+                episodes_total=self._episodes_total,
+                episodes=episodes,
+                replay_ratio_held=self.limiter.ratio_held(),
+                worker_steps=dict(self._worker_steps),
+                sample_age=float(np.median(ages)) if ages else float("nan"),
+                closed=self._done,
+            )
+
+    @ray.method(concurrency_group="control")
     def pid(self) -> int:
         """This actor's process id (fault-injection tests kill it)."""
         return os.getpid()
 
+    @ray.method(concurrency_group="control")
     def node_id(self) -> str:
-        import ray
-
         return ray.get_runtime_context().get_node_id()
 
-    def stats(self) -> dict:
-        """Counters for metrics; drains the episodes finished since the last call."""
-        episodes = list(self._episodes)
-        self._episodes.clear()
-        versions = list(self._recent_versions)
-        return {
-            "agent_steps": self.agent_steps,
-            "replay_size": len(self.buffer),
-            "updates_served": self.limiter.samples,
-            "episodes_total": self._episodes_total,
-            "episodes": [e._asdict() for e in episodes],
-            "data_version_mean": float(np.mean(versions)) if versions else -1.0,
-            "insert_wait_s": self._insert_wait_s,
-            "sample_wait_s": self._sample_wait_s,
-            "replay_ratio_held": self.limiter.ratio_held(),
-            "worker_steps": dict(self._worker_steps),
-            "replay_bytes": self.buffer.nbytes,
-        }
+
+def new_client_id() -> str:
+    """A fresh mirror identity: the replay sends a client it does not know its whole content."""
+    return uuid.uuid4().hex
 
 
-def _sidecar(snapshot: str) -> Path:
-    """The counters file written beside a replay snapshot."""
-    return Path(snapshot).with_suffix(".json")
+def remote_replay() -> ray.actor.ActorClass:
+    """``ReplayServer`` as a Ray actor class with its concurrency groups (which Ray takes only
+    here, not in ``.options``)."""
+    return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(ReplayServer)

@@ -52,6 +52,12 @@ class WorkerTelemetry:
         self._policy_version = Gauge(
             "sac_worker_policy_version", "Weights version the worker acts with.", ("worker",)
         ).set_default_tags(tags)
+        self._acting_lag = Gauge(
+            "sac_acting_lag_updates",
+            "Updates the acting weights are behind the newest published, over the worker's "
+            "steps of the last 2 s, by quantile (0.5, 0.9).",
+            ("worker", "quantile"),
+        ).set_default_tags(tags)
 
     def record_steps(self, n: int) -> None:
         """Count `n` agent steps (and `n * action_repeat` env frames)."""
@@ -70,14 +76,19 @@ class WorkerTelemetry:
     def policy_version(self, version: int) -> None:
         self._policy_version.set(int(version))
 
+    def acting_lag(self, median: float, p90: float) -> None:
+        self._acting_lag.set(float(median), tags={"quantile": "0.5"})
+        self._acting_lag.set(float(p90), tags={"quantile": "0.9"})
+
 
 class ReplayTelemetry:
     """Replay-actor and rate-limiter metrics."""
 
     def __init__(self) -> None:
-        self._policy_lag = Gauge(
-            "sac_policy_lag",
-            "Learner updates since the weights that collected recently inserted data.",
+        self._sample_age = Gauge(
+            "sac_sample_age_updates",
+            "Median over recent sampled batches of learner updates since the weights that "
+            "collected the data.",
         )
         self._size = Gauge("sac_replay_size", "Transitions held in replay.")
         self._inserts = Counter("sac_replay_inserts", "Transitions inserted into replay.")
@@ -88,8 +99,8 @@ class ReplayTelemetry:
             ("side",),
         )
 
-    def policy_lag(self, updates: float) -> None:
-        self._policy_lag.set(float(updates))
+    def sample_age(self, updates: float) -> None:
+        self._sample_age.set(float(updates))
 
     def size(self, n: int) -> None:
         self._size.set(int(n))

@@ -1,0 +1,78 @@
+"""benchmarks/learning.py's report (arms, per-arm targets) and benchmarks/gpu_check.sh's guard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distributed_sac.config import carracing_cpu_preset
+from distributed_sac.run_dir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_run(path: Path, arm: str | None, evals: list[tuple[int, float]]) -> Path:
+    """A finished run directory: config.json, one metrics record per evaluation, arm.json."""
+    cfg = dataclasses.replace(carracing_cpu_preset(), run_dir=str(path))
+    run = RunDir.create(path, cfg)
+    lines = [
+        {
+            "time": 1_000.0 + 60.0 * i,
+            "agent_steps": steps,
+            "learner_updates": steps // 2,
+            "eval_agent_steps": steps,
+            "eval_return_mean": ret,
+            "eval_return_std": 10.0,
+            "replay_ratio_held": 0.5,
+        }
+        for i, (steps, ret) in enumerate(evals)
+    ]
+    (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if arm is not None:
+        (run.path / "arm.json").write_text(json.dumps({"arm": arm, "demo_transitions": 6_000}))
+    return run.path
+
+
+def test_report_judges_each_arm_against_its_own_target(tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.learning import TARGETS, report
+
+    scratch = fake_run(tmp_path / "scratch-w2", None, [(5_000, 100.0), (10_000, 450.0)])
+    demos = fake_run(tmp_path / "demos-w2", "demos", [(5_000, 500.0), (10_000, 700.0)])
+    thresholds = {arm: TARGETS["CarRacing", arm][0] for arm in ("scratch", "demos")}
+    summaries = report([scratch, demos], thresholds, tmp_path / "out")
+    by_arm = {s["arm"]: s for s in summaries}
+    assert by_arm["scratch"]["threshold"] == 400 and by_arm["demos"]["threshold"] == 650
+    assert by_arm["scratch"]["agent_steps_to_threshold"] == 10_000
+    assert by_arm["demos"]["agent_steps_to_threshold"] == 10_000
+    assert by_arm["demos"]["best_eval_return"] == 700.0
+    assert by_arm["demos"]["demo_transitions"] == 6_000
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["arm"] for s in written] == ["scratch", "demos"]
+    assert (tmp_path / "out" / "learning_curve.png").stat().st_size > 0
+
+
+def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    proc = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"},
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == "gpu_check: no CUDA device visible to torch; run this on a GPU machine"
+    )
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,239 @@
+"""The learner's mirror holds what replay holds; feeds, resyncs, demos and snapshots (no Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distributed_sac.config import ReplayConfig, tiny_preset
+from distributed_sac.data import Batch, Chunk, EpisodeStats
+from distributed_sac.mirror import DeviceMirror, concat_batches
+from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
+from distributed_sac.remote.replay_server import ReplayServer, ReplaySpec, new_client_id
+from distributed_sac.replay import ReplayBuffer, mix_indices
+from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.snapshot import MANIFEST, restore_snapshot
+from distributed_sac.tensors import batch_tensors
+from tests.test_replay import ACTION_DIM, SHAPE, STACK, Reference, decode
+
+CFG = tiny_preset()
+
+
+def assert_same(mirrored, batch: Batch) -> None:
+    """A mirror gather equals ``ReplayBuffer.gather`` bit for bit."""
+    want = batch_tensors(batch, batch.obs.shape[1:], batch.action.shape[1], torch.device("cpu"))
+    for name, a, b in zip(want._fields, mirrored, want, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("max_episode,max_chunk", [(3, 2), (40, 8)])
+def test_mirror_follows_inserts_and_evictions_exactly(max_episode, max_chunk):
+    rb = ReplayBuffer(50, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+    mirror = DeviceMirror(rb.geometry)
+    ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk)
+    rng = np.random.default_rng(0)
+    sent = 0
+    while len(ref.transitions) < 20 * rb.capacity:
+        for chunk in ref.episode_chunks():
+            rb.add(chunk)
+        if rng.uniform() < 0.5:  # the learner hears of several episodes' chunks at once
+            if sent < rb.layout.first_seq:  # fell a whole buffer behind: start over
+                mirror.layout.clear()
+                sent = mirror.layout.chunks_added = rb.layout.first_seq
+            mirror.apply(rb.run_since(sent))
+            sent = rb.layout.chunks_added
+            idx = np.arange(len(rb))
+            assert len(mirror) == len(rb)
+            assert_same(mirror.gather(idx), rb.gather(idx))
+    obs = mirror.gather(np.arange(len(rb))).obs.numpy()
+    stacks = decode(obs)
+    assert np.all(stacks // 10_000 == stacks[:, :1] // 10_000)  # never mixes episodes
+
+
+def _spec(**replay) -> ReplaySpec:
+    # A huge tolerance: neither side is ever throttled, so one thread can drive both.
+    replay = {"capacity": 60, "min_size": 20, "replay_ratio": 1.0, "ratio_tolerance": 1e6, **replay}
+    cfg = ReplayConfig(**replay)
+    return ReplaySpec(cfg, SHAPE, STACK, ACTION_DIM, 8, 10_000, 0, chunk_length=8, max_insert=8)
+
+
+class Learnerish:
+    """What the learner does with feeds: one mirror, demos, gathers."""
+
+    def __init__(self) -> None:
+        self.client = new_client_id()
+        self.mirror: DeviceMirror | None = None
+        self.demos: DeviceMirror | None = None
+
+    def take(self, server: ReplayServer, updates: int, pretrain: bool = False) -> list:
+        feed = server.feed(self.client, updates, pretrain)
+        if feed.reset or self.mirror is None:
+            self.mirror = self.mirror or DeviceMirror(feed.geometry)
+            self.mirror.layout.clear()
+            self.mirror.layout.chunks_added = feed.first_seq
+        assert feed.first_seq == self.mirror.layout.chunks_added
+        self.mirror.apply(feed.chunks)
+        if feed.demos is not None:
+            n = feed.demos.num_transitions
+            geometry = feed.geometry._replace(
+                capacity=n, frame_capacity=n + STACK * len(feed.demos.lengths)
+            )
+            self.demos = DeviceMirror(geometry)
+            self.demos.apply(feed.demos)
+        batches = []
+        for j in range(feed.updates):
+            parts = []
+            if feed.demo_idx.shape[1]:
+                parts.append(self.demos.gather(feed.demo_idx[j]))
+                assert_same(parts[-1], server.demos.gather(feed.demo_idx[j]))
+            if feed.replay_idx.shape[1]:
+                parts.append(self.mirror.gather(feed.replay_idx[j]))
+                assert_same(parts[-1], server.buffer.gather(feed.replay_idx[j]))
+            batches.append(concat_batches(parts))
+        return batches, feed
+
+
+def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
+    """Insert ``episodes`` episodes chunk by chunk; returns the number of chunks."""
+    n = 0
+    for _ in range(episodes):
+        for chunk in ref.episode_chunks():
+            reply = server.add(0, [chunk], [], -1)
+            assert not reply.throttled
+            n += 1
+    return n
+
+
+def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path):
+    server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
+    ref = Reference(np.random.default_rng(1), max_episode=30, max_chunk=8)
+    learner = Learnerish()
+    _add_episodes(server, ref, 3)
+    batches, feed = learner.take(server, 5)
+    assert feed.reset and len(batches) == 5 and len(learner.mirror) == len(server.buffer)
+    new = _add_episodes(server, ref, 1)
+    _, feed = learner.take(server, 3)
+    assert not feed.reset and len(feed.chunks.lengths) == new  # only the new episode's chunks
+    # A learner restarted by Ray is a new client: it gets everything.
+    restarted = Learnerish()
+    _, feed = restarted.take(server, 2)
+    assert feed.reset and feed.chunks.num_transitions == len(server.buffer)
+    # The first learner's chunks went to the other one: it resyncs instead of missing them.
+    _add_episodes(server, ref, 1)
+    _, feed = learner.take(server, 2)
+    assert feed.reset
+    # Falling more than a whole buffer behind also means a full resync.
+    _add_episodes(server, ref, 12)
+    _, feed = learner.take(server, 2)
+    assert feed.reset
+    # A replay restarted from its snapshot resyncs the learner that knew the old one.
+    server.snapshot()
+    back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
+    assert back.state() == server.state() and len(back.buffer) == len(server.buffer)
+    _, feed = learner.take(back, 2)
+    assert feed.reset
+
+
+def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
+    spec = _spec()
+    spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
+    server = ReplayServer(spec)
+    ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=30)
+    demos = [c for _ in range(3) for c in ref.episode_chunks()]
+    assert server.load_demos(demos) == sum(c.num_transitions for c in demos)
+    learner = Learnerish()
+    batches, feed = learner.take(server, 4, pretrain=True)
+    assert feed.demo_idx.shape == (4, 8) and feed.replay_idx.shape == (4, 0) and len(batches) == 4
+    _add_episodes(server, ref, 4)
+    batches, feed = learner.take(server, 3)
+    assert feed.demo_idx.shape == (3, 2) and feed.replay_idx.shape == (3, 6)  # round(0.25 * 8)
+    assert all(b.obs.shape == (8, STACK, *SHAPE) for b in batches)
+
+
+def test_mix_indices_all_demos_while_replay_is_small():
+    rng = np.random.default_rng(0)
+    demo, replay = mix_indices(3, 100, 8, 0.25, 2, rng)
+    assert demo.shape == (2, 8) and replay.shape == (2, 0)
+    demo, replay = mix_indices(50, 0, 8, 0.25, 2, rng)
+    assert demo.shape == (2, 0) and replay.shape == (2, 8) and replay.max() < 50
+    with pytest.raises(ValueError, match="cannot sample 8"):
+        mix_indices(5, 0, 8, 0.25, 1, rng)
+
+
+def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread):
+    shape = CFG.wrappers.obs_shape
+    rng = np.random.default_rng(3)
+    rb = ReplayBuffer(300, shape[1:], shape[0], 1, chunk_length_hint=16)
+    for _ in range(25):  # wraps around: evictions
+        rb.add(
+            Chunk(
+                rng.integers(0, 256, (16 + shape[0], *shape[1:]), dtype=np.uint8),
+                rng.uniform(-1, 1, (16, 1)).astype(np.float32),
+                rng.normal(size=16).astype(np.float32),
+                np.zeros(16, bool),
+                np.eye(1, 16, 15, dtype=bool)[0],
+            )
+        )
+    mirror = DeviceMirror(rb.geometry)
+    mirror.apply(rb.run_since(rb.layout.first_seq))
+    a, b = (SacAeAgent(shape, 1, CFG.agent, seed=3) for _ in range(2))
+    for _ in range(3):
+        idx = rb.sample_indices(CFG.agent.batch_size, rng)
+        assert a.update(rb.gather(idx)) == b.update(mirror.gather(idx))
+
+
+def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_path):
+    server = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    ref = Reference(np.random.default_rng(4), max_episode=30, max_chunk=8)
+    _add_episodes(server, ref, 2)
+    server.snapshot()
+    first = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
+    _add_episodes(server, ref, 1)
+    server.snapshot()
+    second = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
+    assert first <= second and len(second) == len(first) + 1
+    _add_episodes(server, ref, 10)  # evicts everything of the first snapshots
+    server.snapshot()
+    third = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
+    assert not third & first
+    manifest = json.loads((tmp_path / "replay" / MANIFEST).read_text())
+    assert manifest["counters"]["limiter"]["inserts"] == server.agent_steps
+    restored = ReplayBuffer(60, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+    restore_snapshot(tmp_path / "replay", restored)
+    idx = np.arange(len(server.buffer))
+    assert len(restored) == len(server.buffer)
+    for x, y in zip(restored.gather(idx), server.buffer.gather(idx), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_ratio():
+    spec = dataclasses.replace(_spec(), total_steps=45)
+    server = ReplayServer(spec)
+    server.feed_wait_s = 0.0
+    ref = Reference(np.random.default_rng(5), max_episode=8, max_chunk=8)
+    done = False
+    while not done:
+        chunks = ref.episode_chunks()
+        reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)], -1)
+        learner_feed = server.feed("l", 100)
+        done = reply.done
+    assert server.agent_steps == server.buffer.total_added == 45
+    server.close()
+    while not learner_feed.done:
+        learner_feed = server.feed("l", 100)
+    assert server.limiter.samples == 45 - 20  # ratio 1 after min_size 20
+
+
+def test_metrics_window_reads_means_and_stops_on_nan():
+    window = MetricsWindow()
+    for v in (1.0, 3.0):
+        window.add({"critic_loss": torch.tensor(v), "alpha": torch.tensor(0.5)})
+    assert window.read(2) == {"critic_loss": 2.0, "alpha": 0.5}
+    assert window.read(2) is None
+    window.add({"critic_loss": torch.tensor(float("nan")), "alpha": torch.tensor(0.5)})
+    with pytest.raises(NonFiniteLossError, match="critic_loss in updates 2..3"):
+        window.read(3)
