@@ -179,7 +179,7 @@ def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0
         log.info("run directory: %s", run.path)
         if cfg.eval.every:
             log.info(
-                "evaluation every %d agent steps: %d deterministic episodes, each capped at %d "
+                "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
                 "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
                 cfg.eval.every,
                 cfg.eval.episodes,
