@@ -1,4 +1,8 @@
-"""Command line: `python launch.py {train,eval,record} ...` (run with --help for each)."""
+"""Distributed SAC-AE on Ray: train from pixels, evaluate a run, record demonstrations.
+
+Parses and checks the command line with light imports only (tyro and the config tree); Ray and
+torch are imported once the input is known to be good.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,20 @@ import contextlib
 import io
 import logging
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import tyro
 
-from distributed_sac.config import PRESETS, TrainConfig, validate
+from distributed_sac import __version__
+from distributed_sac.config import PRESETS, RULES, TrainConfig, flag, validate
 
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# `python launch.py ...` or the installed console script `distributed-sac ...`.
+PROG = "distributed-sac" if os.path.basename(sys.argv[0]) == "distributed-sac" else "launch.py"
 
 
 @dataclass
@@ -26,11 +34,12 @@ class TrainCommand:
         default_factory=TrainConfig
     )
     preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu"] = "full"
-    """Defaults to start from: full (the spec), tiny (small images/networks, CPU smoke runs),
-    pendulum-cpu (VisualPendulum sized for 2 CPU cores: 20k agent steps in about 22 minutes) or
-    carracing-cpu (CarRacing sized for 2 CPU cores: 32x32 images, replay ratio 0.5)."""
+    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu or
+    carracing-cpu (VisualPendulum or CarRacing sized for 2 CPU cores)."""
+    from_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
+    """Start a new run from this config.json (another run's); flags given override it."""
     resume: str | None = None
-    """Continue the run in this directory from its latest checkpoint."""
+    """Continue the run in this directory from its newest intact checkpoint."""
     demos: tuple[str, ...] = ()
     """Demonstration files or folders of them (from `launch.py record`) to load into replay."""
     pretrain_updates: int = 0
@@ -41,8 +50,8 @@ class TrainCommand:
 class EvalCommand:
     """Run a trained policy deterministically and report its return."""
 
-    path: Annotated[str, tyro.conf.Positional]
-    """A run directory (its latest checkpoint) or a checkpoint file."""
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_OR_CHECKPOINT")]
+    """A run directory (its newest intact checkpoint) or a checkpoint file."""
     episodes: int = 10
     """Episodes to run."""
     video: str | None = None
@@ -51,12 +60,36 @@ class EvalCommand:
     """`human` opens a window to watch the agent drive."""
     seed: int = 12345
     """Seed of the evaluation episodes."""
-    max_steps: int = 1000
-    """Agent-step cap per episode."""
+    max_steps: int | None = None
+    """Agent-step cap per episode; None takes the run's --eval.max-episode-steps."""
+
+
+COMMANDS = {
+    "train": TrainCommand.__doc__,
+    "eval": EvalCommand.__doc__,
+    "record": "Drive CarRacing in a window and save the episodes as demonstrations.",
+}
 
 
 class UsageError(ValueError):
-    """A command line that does not parse."""
+    """Bad input on the command line (exit code 2)."""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(
+        [
+            f"usage: {PROG} {{{','.join(COMMANDS)}}} [--help | --version] ...",
+            "",
+            (__doc__ or "").splitlines()[0],
+            "",
+            "commands:",
+            *lines,
+            "",
+            f"Run `{PROG} COMMAND --help` for the flags of one command (README.md: examples).",
+        ]
+    )
 
 
 def cli(cls, args: list[str], prog: str, default=None):
@@ -86,27 +119,54 @@ def _one_line(boxed: str) -> str:
     return " ".join(text[1:] if len(text) > 1 else text) or "invalid command line"
 
 
-def _preset(argv: list[str]) -> str:
+def _value_of(argv: list[str], name: str) -> str | None:
     for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
+        if arg == name and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--preset="):
+        if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-    return "full"
+    return None
+
+
+def given_fields(argv: list[str]) -> set[str]:
+    """Config field paths that `argv` sets (`--agent.actor-lr 1` and `--agent.no-fast-path`)."""
+    paths = {flag(p): p for p in RULES}
+    out = set()
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0].replace("_", "-")
+        head, _, last = name.rpartition(".")
+        negated = f"{head}.{last.removeprefix('no-')}" if head else name.replace("--no-", "--")
+        out |= {paths[n] for n in (name, negated) if n in paths}
+    return out
 
 
 def parse_train(argv: list[str]) -> TrainCommand:
-    """Parse `train` flags on top of the chosen preset's defaults."""
-    preset = _preset(argv)
+    """Parse and validate `train` flags on the chosen preset's (or --config file's) defaults."""
+    preset = _value_of(argv, "--preset") or "full"
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    default = TrainCommand(config=PRESETS[preset](), preset=preset)  # type: ignore[arg-type]
-    cmd = cli(TrainCommand, argv, "launch.py train", default=default)
+        raise UsageError(f"--preset {preset}: must be one of {', '.join(PRESETS)}")
+    base = PRESETS[preset]()
+    source = _value_of(argv, "--config")
+    if source is not None:
+        import dataclasses
+
+        from distributed_sac.run_dir import read_config
+
+        base, meta = read_config(source)
+        # A new run: its own directory and W&B name, unless given.
+        base = dataclasses.replace(base, run_dir="", wandb_name=None)
+        preset = _value_of(argv, "--preset") or meta.get("preset") or preset
+    default = TrainCommand(config=base, preset=preset)  # type: ignore[arg-type]
+    cmd = cli(TrainCommand, argv, f"{PROG} train", default=default)
     validate(cmd.config)
     if cmd.pretrain_updates < 0:
-        raise ValueError(f"--pretrain-updates must be >= 0, got {cmd.pretrain_updates}")
+        raise UsageError(f"--pretrain-updates {cmd.pretrain_updates}: must be an integer >= 0")
     if cmd.pretrain_updates and not cmd.demos:
-        raise ValueError("--pretrain-updates needs --demos")
+        raise UsageError("--pretrain-updates needs --demos")
+    if cmd.resume and cmd.from_config:
+        raise UsageError("--resume continues a run with its own config; drop --config")
     return cmd
 
 
@@ -114,11 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     commands = {"train": _train, "eval": _eval, "record": _record}
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return 0
+    if argv[:1] == ["--version"]:
+        print(f"distributed-sac {__version__}")
+        return 0
     if not argv or argv[0] not in commands:
-        if argv and argv[0] in ("-h", "--help"):
-            print(__doc__)
-            return 0
-        print(f"usage: launch.py {{{','.join(commands)}}} [--help]", file=sys.stderr)
+        print(usage(), file=sys.stderr)
         return 2
     try:
         return commands[argv[0]](argv[1:])
@@ -133,25 +196,47 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _train(argv: list[str]) -> int:
-    from distributed_sac.remote.session import train
+@contextlib.contextmanager
+def _usage_errors():
+    """Every error raised while checking the input, before Ray starts, is a usage error."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
 
-    cmd = parse_train(argv)
-    train(
-        cmd.config,
-        resume=cmd.resume,
-        demos=cmd.demos,
-        pretrain_updates=cmd.pretrain_updates,
-        cli_default=PRESETS[cmd.preset](),
-    )
+
+def _train(argv: list[str]) -> int:
+    with _usage_errors():
+        cmd = parse_train(argv)
+        from distributed_sac.remote import session
+
+        meta = {"command": shlex.join([PROG, "train", *argv])}
+        if not cmd.resume or _value_of(argv, "--preset"):
+            meta["preset"] = cmd.preset
+        if cmd.from_config:
+            meta["from_config"] = cmd.from_config
+        given = given_fields(argv)
+        plan = session.prepare(cmd.config, cmd.resume, given=given, meta=meta)
+        chunks = None
+        if cmd.demos:
+            from distributed_sac.demos import load_demos
+
+            chunks = load_demos(cmd.demos, plan.cfg.env, plan.cfg.wrappers)
+    session.start(plan, chunks, cmd.pretrain_updates)
     return 0
 
 
 def _eval(argv: list[str]) -> int:
-    from distributed_sac.play import run_eval
+    with _usage_errors():
+        cmd = cli(EvalCommand, argv, f"{PROG} eval")
+        from distributed_sac import play
 
-    cmd = cli(EvalCommand, argv, "launch.py eval")
-    return run_eval(cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.seed, cmd.max_steps)
+        policy, ckpt, cfg = play.load(cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps)
+    return play.run_loaded(
+        policy, ckpt, cfg, cmd.episodes, cmd.video, cmd.render, cmd.seed, cmd.max_steps
+    )
 
 
 def _record(argv: list[str]) -> int:

@@ -51,10 +51,11 @@ def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: 
     drawn from them.
     """
     demo_chunks = load_demos(demos, cfg.env, cfg.wrappers) if arm == "demos" else None
-    cfg, run = prepare(cfg, None)
+    plan = prepare(cfg, None, meta={"command": f"benchmarks.learning ({arm})"})
+    cfg, run = plan.cfg, plan.run
     start_local_ray(cfg, cfg.num_workers, logging_level=logging.WARNING)
     try:
-        run = RunDir.create(run.path, cfg)
+        run = RunDir.create(run.path, cfg, plan.meta)
         (run.path / "arm.json").write_text(
             json.dumps(
                 {

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from distributed_sac.atomic import atomic_write
+
+log = logging.getLogger("distributed_sac")
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
@@ -17,6 +19,10 @@ _NAME = re.compile(r"^ckpt_(\d{12})\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or was written by an incompatible config."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read back (truncated, overwritten, foreign)."""
 
 
 def checkpoint_path(folder: Path, agent_steps: int) -> Path:
@@ -34,6 +40,8 @@ def save_checkpoint(
     folder: Path, agent_steps: int, state: dict[str, Any], fingerprint: dict, keep: int
 ) -> Path:
     """Write `state` atomically with the config fingerprint; delete all but the newest `keep`."""
+    import torch
+
     path = checkpoint_path(folder, agent_steps)
     payload = {"format": FORMAT_VERSION, "fingerprint": json.dumps(fingerprint, sort_keys=True)}
     payload.update(state)
@@ -51,14 +59,18 @@ def load_checkpoint(
     `defaults` holds fingerprint values for keys an older checkpoint lacks (config fields added
     since, whose defaults keep the old behaviour): a section's missing keys take them.
     """
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+        raise CorruptCheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unknown checkpoint format")
+        raise CorruptCheckpointError(f"{path}: unknown checkpoint format")
     if fingerprint is not None:
         saved = json.loads(payload["fingerprint"])
         for key, value in (defaults or {}).items():
@@ -75,3 +87,26 @@ def load_checkpoint(
 def latest_checkpoint(folder: Path) -> Path | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None
+
+
+def latest_intact_checkpoint(
+    folder: Path, load: Callable[[Path], dict[str, Any]]
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that `load` reads, and its payload; None if there is none.
+
+    A corrupt newer one is skipped with a warning naming it and the one used instead; a
+    checkpoint from another config is an error, not skipped. All corrupt: CheckpointError.
+    """
+    skipped: list[str] = []
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            payload = load(path)
+        except CorruptCheckpointError as exc:
+            skipped.append(str(exc))
+            continue
+        if skipped:
+            log.warning("skipping %s; using %s, the newest intact one", "; ".join(skipped), path)
+        return path, payload
+    if skipped:
+        raise CheckpointError(f"no intact checkpoint in {folder}: {'; '.join(skipped)}")
+    return None

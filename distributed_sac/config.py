@@ -7,30 +7,35 @@ for the learner, ...). Docstrings under fields become ``--help`` text.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
+
+from distributed_sac.rules import Choice, Num, Text
 
 EnvName = Literal["CarRacing", "VisualPendulum"]
 ENV_NAMES: tuple[EnvName, ...] = get_args(EnvName)
 ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
-"""Agent action dimensions, all in [-1, 1] (SPEC.md, Environments)."""
+"""Agent action dimensions, all in [-1, 1] (docs/design.md, Environments)."""
 PENDULUM_RENDER_SIZE = 500
 """Side of Pendulum-v1's rgb_array render; the pendulum's pivot is the frame's centre."""
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Observation pipeline of the pixel environments (SPEC.md, Environments)."""
+    """Observation pipeline of the pixel environments (docs/design.md, Environments)."""
 
     image_size: int = 84
-    """Side of the square grayscale observation; 84 is the spec, smaller only for tiny runs."""
+    """Side of the square grayscale observation, 16 to 84; 84 as in docs/design.md (Environments),
+    smaller only for small runs."""
     frame_stack: int = 4
     """Frames stacked channels-first in each observation."""
     action_repeat: int = 3
     """Env frames per agent step; rewards are summed over the repeat."""
     pendulum_crop: int = 500
     """VisualPendulum: side of the centred square cut from the 500x500 render before resizing;
-    500 keeps the whole frame (the spec), 260 keeps only the pendulum's reach (rod, tip, arrow)."""
+    500 keeps the whole frame (docs/design.md, Environments), 260 keeps only the pendulum's
+    reach (rod, tip, arrow)."""
     fast_render: bool = True
     """CarRacing: render only observed frames with vectorized culling (byte-identical)."""
     early_stop_window: int = 100
@@ -48,7 +53,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """SAC-AE networks, losses and optimisation (SPEC.md, The agent)."""
+    """SAC-AE networks, losses and optimisation (docs/design.md, The agent)."""
 
     num_conv_layers: int = 4
     """Conv layers in the encoder (3x3, first stride 2)."""
@@ -90,10 +95,10 @@ class AgentConfig:
     """Weight decay of the decoder (SAC-AE)."""
     forward_loss_weight: float = 0.0
     """Weight of an auxiliary latent forward model (predicts the target encoder's next latent from
-    latent and action, cosine loss, trained with the autoencoder); 0 is the spec's SAC-AE."""
+    latent and action, cosine loss, trained with the autoencoder); 0 is plain SAC-AE."""
     bc_weight: float = 0.0
     """Weight of a behaviour-cloning term in the actor loss on the demonstration rows of each
-    batch (squared error of tanh(mu) against the demonstrated action, TD3+BC); 0 is the spec's
+    batch (squared error of tanh(mu) against the demonstrated action, TD3+BC); 0 is plain
     SAC-AE, and without --demos it has no effect."""
     frame_diff: bool = False
     """Encoder input: the newest frame and the consecutive frame differences, not the raw stack."""
@@ -130,7 +135,7 @@ class RolloutConfig:
     chunk_length: int = 64
     """Agent steps per transition chunk sent to replay (shorter at episode ends)."""
     reward_smoothing: bool = False
-    """Exponential moving average of rewards within an episode (off by default)."""
+    """Exponential moving average of rewards within an episode."""
     reward_smoothing_alpha: float = 0.1
     """Smoothing factor of the reward moving average."""
     weights_poll_every: int = 16
@@ -148,7 +153,8 @@ class EvalConfig:
     video: bool = True
     """Record an mp4 of the first evaluation episode."""
     max_episode_steps: int = 1_000
-    """Agent-step cap per evaluation episode."""
+    """Agent-step cap per evaluation episode; `launch.py eval` applies the same cap unless given
+    --max-steps, and both print it."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class TrainConfig:
     env: EnvName = "CarRacing"
     """Environment to train on."""
     num_workers: int | None = None
-    """Env-worker actors, 1 CPU each (default: one per core but one, at least 1)."""
+    """Env-worker actors, 1 CPU each; None takes one per core but one (at least 1)."""
     envs_per_worker: int = 1
     """Environments stepped by each worker with one batched policy forward."""
     total_steps: int = 1_000_000
@@ -166,7 +172,7 @@ class TrainConfig:
     seed: int = 0
     """Root seed; workers use seed + 1000 * worker index + env index."""
     run_dir: str = ""
-    """Run directory (default: runs/<env>-<timestamp>)."""
+    """Run directory; empty picks runs/<env>-<timestamp>."""
     address: str | None = None
     """Ray cluster to join (`auto` or host:port); omitted starts a local Ray."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -189,6 +195,12 @@ class TrainConfig:
     """W&B project name."""
     wandb_entity: str | None = None
     """W&B entity (team or user)."""
+    wandb_name: str | None = None
+    """W&B run name; None takes the run directory's name."""
+    wandb_group: str | None = None
+    """W&B group; None takes the env name."""
+    wandb_tags: tuple[str, ...] = ()
+    """W&B tags; empty takes the env and the preset."""
     dashboard_host: str = "127.0.0.1"
     """Interface the local Ray dashboard listens on."""
     wrappers: EnvConfig = field(default_factory=EnvConfig)
@@ -319,51 +331,143 @@ PRESETS = {
 }
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Raise ValueError with a one-line message for a config that cannot run."""
-    checks = [
-        (cfg.env in ENV_NAMES, f"unknown env {cfg.env!r}; choose one of {', '.join(ENV_NAMES)}"),
-        (
-            cfg.num_workers is None or cfg.num_workers >= 1,
-            f"--num-workers must be >= 1, got {cfg.num_workers}",
-        ),
-        (cfg.envs_per_worker >= 1, f"--envs-per-worker must be >= 1, got {cfg.envs_per_worker}"),
-        (cfg.total_steps > 0, f"--total-steps must be positive, got {cfg.total_steps}"),
-        (cfg.agent.batch_size >= 1, f"--agent.batch-size must be >= 1, got {cfg.agent.batch_size}"),
-        (
-            cfg.agent.batch_size <= cfg.replay.capacity,
-            f"--agent.batch-size {cfg.agent.batch_size} is larger than "
-            f"--replay.capacity {cfg.replay.capacity}",
-        ),
-        (
-            cfg.agent.batch_size <= cfg.replay.min_size <= cfg.replay.capacity,
-            f"--replay.min-size must lie between the batch size {cfg.agent.batch_size} and "
-            f"the capacity {cfg.replay.capacity}, got {cfg.replay.min_size}",
-        ),
-        (
-            cfg.replay.replay_ratio > 0,
-            f"--replay.replay-ratio must be positive, got {cfg.replay.replay_ratio}",
-        ),
-        (
-            cfg.rollout.chunk_length >= 1,
-            f"--rollout.chunk-length must be >= 1, got {cfg.rollout.chunk_length}",
-        ),
-        (cfg.weights_publish_every >= 1, "--weights-publish-every must be >= 1"),
-        (cfg.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
-        (
-            cfg.eval.every >= 0 and cfg.eval.episodes >= 1,
-            "--eval.every must be >= 0 and --eval.episodes >= 1",
-        ),
-        (
-            cfg.wrappers.image_size >= 16,
-            f"--wrappers.image-size must be >= 16, got {cfg.wrappers.image_size}",
-        ),
-        (
-            cfg.wrappers.image_size <= cfg.wrappers.pendulum_crop <= PENDULUM_RENDER_SIZE,
-            f"--wrappers.pendulum-crop must lie between the image size {cfg.wrappers.image_size}"
-            f" and {PENDULUM_RENDER_SIZE}, got {cfg.wrappers.pendulum_crop}",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
+def default_num_workers() -> int:
+    """One env worker per core, keeping one core for the learner (at least 1)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+# Validation: every field has one rule here, checked before Ray or torch is imported. make_env
+# runs the `wrappers.*` rules too, so the environments and the command line share one bound.
+
+IMAGE_SIZE_RANGE = (16, 84)
+"""Observation sides the pipeline supports: CarRacing's crop is 84 (area resize only shrinks),
+and below 16 pixels no encoder layer fits."""
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message names flag, value and range."""
+
+
+def _max_conv_layers(cfg: TrainConfig) -> int:
+    # networks.conv_output_size(size, n) = (size - 3) // 2 + 1 - 2 (n - 1) must stay >= 1.
+    return ((cfg.wrappers.image_size - 3) // 2) // 2 + 1
+
+
+_BOOL = Choice((False, True))
+_POS_INT, _POS_FLOAT = Num(int, 1), Num(float, 0, lo_open=True)
+_BATCH = ("--agent.batch-size", lambda c: c.agent.batch_size)
+_CAPACITY = ("--replay.capacity", lambda c: c.replay.capacity)
+_IMAGE = ("--wrappers.image-size", lambda c: c.wrappers.image_size)
+
+RULES: dict[str, Any] = {
+    "env": Choice(ENV_NAMES),
+    "num_workers": Num(int, 1, optional=True),
+    "envs_per_worker": _POS_INT,
+    "total_steps": _POS_INT,
+    "seed": Num(int, 0, 2**31 - 1),
+    "run_dir": Text(),
+    "address": Text(
+        optional=True,
+        pattern=r"auto|[^\s:/]+:\d+|[a-z]+://\S+",
+        describe="'auto', host:port or a ray:// address",
+    ),
+    "device": Choice(("auto", "cpu", "cuda")),
+    "learner_cpus": Num(float, 0),
+    "schedule_timeout_s": _POS_FLOAT,
+    "weights_publish_every": _POS_INT,
+    "checkpoint_every": _POS_INT,
+    "keep_checkpoints": _POS_INT,
+    "log_every_s": _POS_FLOAT,
+    "wandb": Choice(("offline", "online", "disabled")),
+    "wandb_project": Text(nonempty=True),
+    "wandb_entity": Text(nonempty=True, optional=True),
+    "wandb_name": Text(nonempty=True, optional=True),
+    "wandb_group": Text(nonempty=True, optional=True),
+    "wandb_tags": Text(nonempty=True, many=True),
+    "dashboard_host": Text(nonempty=True),
+    "wrappers.image_size": Num(int, *IMAGE_SIZE_RANGE),
+    "wrappers.frame_stack": Num(int, 1, 16),
+    "wrappers.action_repeat": _POS_INT,
+    "wrappers.pendulum_crop": Num(int, _IMAGE, PENDULUM_RENDER_SIZE),
+    "wrappers.fast_render": _BOOL,
+    "wrappers.early_stop_window": _POS_INT,
+    "wrappers.early_stop_threshold": Num(float),
+    "wrappers.early_stop_penalty": Num(float),
+    "agent.num_conv_layers": Num(int, 1, ("most that fit the image size", _max_conv_layers)),
+    "agent.num_filters": _POS_INT,
+    "agent.latent_dim": _POS_INT,
+    "agent.hidden_dim": _POS_INT,
+    "agent.batch_size": Num(int, 1, _CAPACITY),
+    "agent.gamma": Num(float, 0, 1),
+    "agent.tau": Num(float, 0, 1, lo_open=True),
+    "agent.target_update_every": _POS_INT,
+    "agent.actor_update_every": _POS_INT,
+    "agent.actor_lr": _POS_FLOAT,
+    "agent.critic_lr": _POS_FLOAT,
+    "agent.encoder_lr": _POS_FLOAT,
+    "agent.decoder_lr": _POS_FLOAT,
+    "agent.alpha_lr": _POS_FLOAT,
+    "agent.init_alpha": _POS_FLOAT,
+    "agent.log_std_min": Num(
+        float, None, ("--agent.log-std-max", lambda c: c.agent.log_std_max), hi_open=True
+    ),
+    "agent.log_std_max": Num(float),
+    "agent.latent_l2": Num(float, 0),
+    "agent.decoder_weight_decay": Num(float, 0),
+    "agent.forward_loss_weight": Num(float, 0),
+    "agent.bc_weight": Num(float, 0),
+    "agent.frame_diff": _BOOL,
+    "agent.augment_pad": Num(int, 0, _IMAGE),
+    "agent.fast_path": _BOOL,
+    "agent.compile": _BOOL,
+    "replay.capacity": _POS_INT,
+    "replay.min_size": Num(int, _BATCH, _CAPACITY),
+    "replay.replay_ratio": _POS_FLOAT,
+    "replay.ratio_tolerance": Num(float, 0),
+    "replay.demo_fraction": Num(float, 0, 1, hi_open=True),
+    "rollout.exploration_steps": Num(int, 0),
+    "rollout.chunk_length": _POS_INT,
+    "rollout.reward_smoothing": _BOOL,
+    "rollout.reward_smoothing_alpha": Num(float, 0, 1, lo_open=True),
+    "rollout.weights_poll_every": _POS_INT,
+    "eval.every": Num(int, 0),
+    "eval.episodes": _POS_INT,
+    "eval.video": _BOOL,
+    "eval.max_episode_steps": _POS_INT,
+}
+"""One rule per config field, keyed by its dotted path (the flag without `--`, `_` for `-`)."""
+
+
+def flag(path: str) -> str:
+    """The command-line flag of a config field path: `agent.batch_size` -> `--agent.batch-size`."""
+    return "--" + path.replace("_", "-")
+
+
+def field_value(cfg: TrainConfig, path: str) -> Any:
+    value: Any = cfg
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def validate(cfg: TrainConfig, prefix: str = "") -> None:
+    """Raise ConfigError naming flag, value and allowed range for the first bad field.
+
+    `prefix` ("wrappers.") checks one section only (make_env checks its EnvConfig this way).
+    """
+    # Fields whose bounds other fields set come last, so a bad bound is reported as itself.
+    for path, rule in sorted(RULES.items(), key=lambda item: getattr(item[1], "dynamic", False)):
+        if not path.startswith(prefix):
+            continue
+        value = field_value(cfg, path)
+        allowed = rule.check(value, cfg)
+        if allowed is not None:
+            shown = repr(value) if isinstance(value, str) else value
+            if isinstance(value, tuple | list):
+                shown = " ".join(map(repr, value))
+            raise ConfigError(f"{flag(path)} {shown}: must be {allowed}")
+
+
+def validate_env(cfg: EnvConfig) -> None:
+    """The `wrappers.*` rules of `validate` for one EnvConfig (the environments' own check)."""
+    validate(TrainConfig(wrappers=cfg), prefix="wrappers.")

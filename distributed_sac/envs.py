@@ -33,7 +33,13 @@ from gymnasium.wrappers import (
 )
 
 from distributed_sac.carracing_fast import make_car_racing
-from distributed_sac.config import ACTION_DIMS, ENV_NAMES, PENDULUM_RENDER_SIZE, EnvConfig
+from distributed_sac.config import (
+    ACTION_DIMS,
+    ENV_NAMES,
+    PENDULUM_RENDER_SIZE,
+    EnvConfig,
+    validate_env,
+)
 
 ENV_IDS = {"CarRacing": "CarRacing-v3", "VisualPendulum": "Pendulum-v1"}
 """Gymnasium id under each of our environment names."""
@@ -244,13 +250,7 @@ def make_env(
     videos); "human" opens a window (the demo recorder).
     """
     _check_name(name)
-    if not 1 <= cfg.image_size <= 84:
-        raise ValueError(f"image_size must be in [1, 84], got {cfg.image_size}")
-    if not cfg.image_size <= cfg.pendulum_crop <= PENDULUM_RENDER_SIZE:
-        raise ValueError(
-            f"pendulum_crop must be in [image_size, {PENDULUM_RENDER_SIZE}], "
-            f"got {cfg.pendulum_crop}"
-        )
+    validate_env(cfg)  # the command line's own bounds (config.RULES), one source of truth
     if render_mode not in _RENDER_MODES:
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
     if name == "CarRacing":

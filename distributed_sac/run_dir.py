@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
 import time
 import typing
 from pathlib import Path
 from typing import Any
 
+from distributed_sac import __version__
 from distributed_sac.atomic import atomic_write
-from distributed_sac.checkpoint import load_checkpoint
+from distributed_sac.checkpoint import latest_intact_checkpoint, load_checkpoint
 from distributed_sac.config import TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+META = "meta"
+"""Key of config.json that records how the run was started, beside the config's fields."""
 
 
 class RunDirError(ValueError):
@@ -31,16 +35,20 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild the dataclass tree; unknown or missing keys are an error, not a guess."""
+    """Rebuild the dataclass tree (fields added since take their defaults); unknown keys are an
+    error, not a guess. JSON lists become the tuples the config holds."""
     hints = typing.get_type_hints(TrainConfig)
     try:
-        kwargs = {
-            k: hints[k](**v) if dataclasses.is_dataclass(hints.get(k)) else v
-            for k, v in data.items()
-        }
+        kwargs = {k: _field(hints.get(k), v) for k, v in data.items() if k != META}
         return TrainConfig(**kwargs)
     except (TypeError, KeyError) as exc:
         raise RunDirError(f"{CONFIG} does not match this version's config: {exc}") from None
+
+
+def _field(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return hint(**value)
+    return tuple(value) if isinstance(value, list) else value
 
 
 def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
@@ -58,6 +66,67 @@ def load_run_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     return load_checkpoint(path, fingerprint(cfg), fingerprint(TrainConfig()))
 
 
+def latest_run_checkpoint(folder: Path, cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The newest intact checkpoint of a run of ``cfg`` in ``folder`` (corrupt ones skipped)."""
+    return latest_intact_checkpoint(folder, lambda path: load_run_checkpoint(path, cfg))
+
+
+def check_writable(path: Path) -> None:
+    """RunDirError unless ``path`` can be created (or exists) and written; leaves nothing behind."""
+    path = Path(path)
+    missing, existing = [], path
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"--run-dir {path}: {existing} is not a directory")
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        probe = path / f".write-test-{time.monotonic_ns()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"--run-dir {path}: not writable ({exc.strerror or exc})") from None
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()
+
+
+def provenance() -> dict[str, Any]:
+    """The project version and, in a git checkout, its commit and whether it had local edits."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"version": __version__, "git_commit": commit, "git_dirty": bool(dirty)}
+
+
+def read_config(path: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """(config, meta) from a config.json; RunDirError if it is missing or not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: no such config file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not a config (a JSON object)")
+    return config_from_dict(data), dict(data.get(META) or {})
+
+
 class RunDir:
     """Creates or reopens a run directory; appends to its metrics.jsonl."""
 
@@ -70,7 +139,7 @@ class RunDir:
         return (self.path / CONFIG).exists()
 
     @classmethod
-    def create(cls, path: Path, cfg: TrainConfig) -> RunDir:
+    def create(cls, path: Path, cfg: TrainConfig, meta: dict[str, Any] | None = None) -> RunDir:
         run = cls(path)
         if run.exists():
             raise RunDirError(
@@ -78,23 +147,26 @@ class RunDir:
             )
         for folder in (run.path, run.checkpoints, run.videos):
             folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(config_to_dict(cfg), indent=2)
-        atomic_write(run.path / CONFIG, lambda f: f.write(text.encode()))
+        run.write_config(cfg, meta or {})
         return run
 
     @classmethod
     def reopen(cls, path: Path) -> tuple[RunDir, TrainConfig]:
         run = cls(path)
-        config = run.path / CONFIG
-        if not config.exists():
+        if not (run.path / CONFIG).exists():
             raise RunDirError(f"{run.path} is not a run directory (no {CONFIG})")
-        try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{config}: not valid JSON ({exc.msg})") from None
+        cfg, _ = read_config(run.path / CONFIG)
         run.videos.mkdir(exist_ok=True)
         run.checkpoints.mkdir(exist_ok=True)
-        return run, config_from_dict(data)
+        return run, cfg
+
+    def write_config(self, cfg: TrainConfig, meta: dict[str, Any]) -> None:
+        """config.json: every config field, and under "meta" how the run was started."""
+        text = json.dumps({**config_to_dict(cfg), META: meta}, indent=2)
+        atomic_write(self.path / CONFIG, lambda f: f.write(text.encode()))
+
+    def read_config(self) -> tuple[TrainConfig, dict[str, Any]]:
+        return read_config(self.path / CONFIG)
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON object per line; NaN and inf become null so every line is JSON."""

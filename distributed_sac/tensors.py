@@ -25,7 +25,10 @@ class BatchTensors(NamedTuple):
 
 def to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     """``arr`` as a tensor on ``device``, sharing its memory where the device is the CPU."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True)
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # Ray's object store hands out read-only arrays; torch warns
+        arr = arr.copy()
+    return torch.from_numpy(arr).to(device, non_blocking=True)
 
 
 def batch_tensors(

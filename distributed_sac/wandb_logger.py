@@ -64,6 +64,9 @@ class WandbLogger:
         config: dict[str, Any],
         resume_id: str | None = None,
         init_timeout: float = 30.0,
+        name: str | None = None,
+        group: str | None = None,
+        tags: tuple[str, ...] = (),
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"wandb mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -83,6 +86,9 @@ class WandbLogger:
             entity=entity,
             dir=str(run_dir),
             config=config,
+            name=name,
+            group=group,
+            tags=list(tags) or None,
             id=resume_id,
             resume="allow" if resume_id else None,
         )
@@ -91,6 +97,8 @@ class WandbLogger:
         if self._run is None:
             self.mode = "offline"
             self._run = wandb.init(mode="offline", settings=self._settings(30.0), **kwargs)
+            if mode != "offline" and "wandb" in config:
+                self._run.config.update({"wandb": self.mode}, allow_val_change=True)
         # Eval videos and reconstructions arrive after later records were logged; keying every
         # chart on agent_steps instead of W&B's own monotonic step keeps them all.
         self._run.define_metric(STEP_METRIC)

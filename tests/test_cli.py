@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,13 +52,18 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     ("args", "needles"),
     [
         (["--env", "Atari"], ["'Atari'", "--env"]),
-        (["--num-workers", "0"], ["--num-workers must be >= 1"]),
-        (["--total-steps", "-5"], ["--total-steps must be positive"]),
+        (["--num-workers", "0"], ["--num-workers 0: must be an integer >= 1"]),
+        (["--total-steps", "-5"], ["--total-steps -5: must be an integer >= 1"]),
         (
             ["--agent.batch-size", "512", "--replay.capacity", "100"],
-            ["larger than --replay.capacity"],
+            ["--agent.batch-size 512", "100 (--replay.capacity)"],
         ),
-        (["--wrappers.pendulum-crop", "600"], ["--wrappers.pendulum-crop must lie between"]),
+        (["--wrappers.pendulum-crop", "600"], ["--wrappers.pendulum-crop 600", "[32 ", "500]"]),
+        (["--wrappers.image-size", "100"], ["--wrappers.image-size 100", "[16, 84]"]),
+        (["--wrappers.action-repeat", "0"], ["--wrappers.action-repeat 0", ">= 1"]),
+        (["--wrappers.frame-stack", "0"], ["--wrappers.frame-stack 0"]),
+        (["--replay.demo-fraction", "1.5"], ["--replay.demo-fraction 1.5", "[0, 1)"]),
+        (["--run-dir", "/proc/x/run"], ["--run-dir /proc/x/run", "not writable"]),
         (["--device", "cuda"], ["--device cuda"]),
         (["--address", "127.0.0.1:1"], ["cannot reach Ray at 127.0.0.1:1"]),
         (["--pretrain-updates", "5"], ["--pretrain-updates needs --demos"]),
@@ -94,10 +100,54 @@ def test_unknown_command(launch):
     assert proc.returncode == 2 and "usage: launch.py" in proc.stderr
 
 
-def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
+LIGHT = (
+    "import sys, launch; code = launch.main(sys.argv[1:]); "
+    "heavy = sorted({'ray', 'torch', 'gymnasium'} & set(sys.modules)); "
+    "print('heavy imports:', heavy, file=sys.stderr); sys.exit(code)"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--wrappers.image-size", "100"],
+        ["--wrappers.action-repeat", "0"],
+        ["--wrappers.frame-stack", "0"],
+        ["--replay.demo-fraction", "1.5"],
+        ["--agent.actor-lr", "-1"],
+        ["--nonsense"],
+    ],
+)
+def test_usage_errors_exit_2_before_ray_or_torch_is_imported(tmp_path, args):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LIGHT,
+            "train",
+            "--preset",
+            "tiny",
+            "--run-dir",
+            str(run_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=REPO,
+    )
+    assert_one_line_error(proc, args[0])
+    assert proc.returncode == 2
+    assert "heavy imports: []" in proc.stderr
+    assert not run_dir.exists()
+
+
+def test_a_real_process_exits_2_with_one_line(tmp_path):
     proc = launch_process("train", "--preset", "tiny", "--num-workers", "0")
-    assert_one_line_error(proc, "--num-workers must be >= 1")
-    assert proc.returncode == 1
+    assert_one_line_error(proc, "--num-workers 0: must be an integer >= 1")
+    assert proc.returncode == 2
 
 
 def test_help_lists_config_fields_with_their_docstrings():
@@ -121,6 +171,26 @@ def test_help_lists_config_fields_with_their_docstrings():
     ):
         assert flag in proc.stdout, flag
     assert "Transitions per learner update." in proc.stdout
+
+
+def test_top_level_help_lists_and_describes_the_commands():
+    proc = launch_process("--help")
+    assert proc.returncode == 0
+    for name, text in (
+        ("train", "Train SAC-AE with distributed env workers"),
+        ("eval", "Run a trained policy deterministically"),
+        ("record", "Drive CarRacing in a window"),
+    ):
+        assert re.search(rf"^  {name} +{re.escape(text)}", proc.stdout, re.M), proc.stdout
+
+
+def test_help_prints_each_default_once_and_cites_no_missing_file():
+    text = re.sub(r"[│\s]+", " ", launch_process("train", "--help").stdout)
+    assert "SPEC.md" not in text and "the seed" not in text
+    # tyro appends "(default: X)"; a docstring that also states the default says it twice.
+    for entry in re.split(r" (?=--[a-z])", text):
+        assert entry.count("(default:") <= 1, entry
+    assert "default" not in re.sub(r"\(default: [^)]*\)", "", text)
 
 
 @pytest.mark.parametrize("preset", ["full", "tiny", "pendulum-cpu", "carracing-cpu"])

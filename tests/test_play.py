@@ -123,11 +123,12 @@ def test_run_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, cap
     ref = evaluate(reference, cfg.env, cfg.wrappers, episodes=2, seed=5, max_steps=6)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"checkpoint {ckpt} (VisualPendulum, 37 learner updates)"
-    assert out[1:3] == [
+    assert out[1].startswith("episodes capped at 6 agent steps (--max-steps)")
+    assert out[2:4] == [
         f"episode {i + 1}: return {r:.1f} (6 steps)" for i, r in enumerate(ref.returns)
     ]
-    assert out[3] == f"return over 2 episodes: {ref.mean:.1f} ± {ref.std:.1f}"
-    assert out[4] == f"video: {video}"
+    assert out[4] == f"return over 2 episodes: {ref.mean:.1f} ± {ref.std:.1f}"
+    assert out[5] == f"video: {video}"
     frames = decode(video)
     assert len(frames) == 6 and frames[0].shape == PENDULUM_FRAME
 
@@ -147,13 +148,13 @@ def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
         ((str(empty), 1, None, "none"), "has no checkpoint yet"),
         ((str(tmp_path), 1, None, "none"), "is not a run directory"),
         ((str(stray), 1, None, "none"), "cannot find its run's config"),
-        ((str(run.path), 1, None, "window"), "--render must be one of none, human"),
+        ((str(run.path), 1, None, "window"), "--render window: must be one of none, human"),
         ((str(run.path), 1, "v.mp4", "human"), "run it without --render human"),
-        ((str(run.path), 0, None, "none"), "episodes must be >= 1"),
+        ((str(run.path), 0, None, "none"), "--episodes 0: must be an integer >= 1"),
     ]
     for (path, episodes, video, render), message in cases:
         with pytest.raises(ValueError, match=message):
             run_eval(path, episodes, video, render, seed=0, max_steps=2)
-    assert launch.main(["eval", str(tmp_path / "missing")]) == 1
+    assert launch.main(["eval", str(tmp_path / "missing")]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'missing'}: no such run directory or checkpoint file"]

@@ -24,9 +24,9 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from distributed_sac.checkpoint import latest_checkpoint, save_checkpoint
+from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
-from distributed_sac.monitor import Progress
+from distributed_sac.progress import Progress
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
@@ -39,7 +39,7 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
-from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, load_run_checkpoint
+from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
@@ -55,7 +55,14 @@ class TrainingError(RuntimeError):
 class Driver:
     """Owns one training run's actors on an already-connected Ray."""
 
-    def __init__(self, cfg: TrainConfig, run: RunDir, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run: RunDir,
+        resume: bool = False,
+        checkpoint: tuple[Path, dict] | None = None,
+    ) -> None:
+        """`checkpoint` (path, payload) to resume from; by default, on resume, the newest intact."""
         self.cfg = cfg
         self.run = run
         self.obs_shape = cfg.wrappers.obs_shape
@@ -68,7 +75,8 @@ class Driver:
         )
         self.node = ray.get(self.learner.node_id.remote())
         log.info("learner on %s", ray.get(self.learner.describe_device.remote()))
-        ckpt = latest_checkpoint(run.checkpoints) if resume else None
+        if resume and checkpoint is None:
+            checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
         snapshot = run.checkpoints / REPLAY_SNAPSHOT
         self.replay = (
             remote_replay()
@@ -78,8 +86,8 @@ class Driver:
         ray.get(self.learner.attach.remote(self.replay))
         self.counters = {"worker_restarts": 0, "episodes": 0}
         self._restarts = [0] * cfg.num_workers
-        if ckpt is not None:
-            payload = load_run_checkpoint(ckpt, cfg)
+        if checkpoint is not None:
+            ckpt, payload = checkpoint
             ray.get(
                 [
                     self.learner.load_state.remote(payload["agent"]),
@@ -91,8 +99,9 @@ class Driver:
         self.evaluator = (
             ray.remote(Evaluator).options(**evaluator_options(self.node, cfg)).remote(cfg)
         )
+        # The replay by name, not by handle: see EnvWorker.__init__.
         self.workers = [
-            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, self.replay)
+            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, "replay")
             for i in range(cfg.num_workers)
         ]
         await_placement(
@@ -108,6 +117,9 @@ class Driver:
             run.path,
             config_to_dict(cfg),
             resume_id=saved_run_id(run.path) if resume else None,
+            name=cfg.wandb_name or run.path.name,
+            group=cfg.wandb_group or cfg.env,
+            tags=cfg.wandb_tags or (cfg.env,),
         )
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
@@ -172,6 +184,7 @@ class Driver:
             # Always: a checkpoint taken at these steps while the learner drained lacks updates.
             self.checkpoint(ray.get(self.replay.stats.remote()).agent_steps)
             record, _ = self._log(prev, None)
+            progress.summary(record)
         finally:
             self.wandb.finish()
         return record
@@ -250,6 +263,7 @@ class Driver:
         if eval_record is not None:
             record.update({k: v for k, v in eval_record.items() if k.startswith("eval_")})
             record["eval_agent_steps"] = eval_record["agent_steps"]
+            record["eval_max_episode_steps"] = self.cfg.eval.max_episode_steps
         self.run.log_metrics(record)
         self.wandb.log(record, record["agent_steps"])
         if eval_record is not None:

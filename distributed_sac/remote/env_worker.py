@@ -55,11 +55,13 @@ class WeightsClient:
 class EnvWorker:
     """One Ray actor per CPU: a ``Rollout`` plus the plumbing to replay."""
 
-    def __init__(self, index: int, cfg: TrainConfig, replay: ray.actor.ActorHandle) -> None:
+    def __init__(self, index: int, cfg: TrainConfig, replay: ray.actor.ActorHandle | str) -> None:
         torch.set_num_threads(1)
         self.index = index
         self.cfg = cfg
-        self.replay = replay
+        # By name for a restartable worker: an actor handle among a constructor's arguments
+        # makes Ray warn that restarts may fail (ray#53727); a name is looked up again.
+        self.replay = ray.get_actor(replay) if isinstance(replay, str) else replay
         self._start(restarts=0)
         self._stop = threading.Event()
         self._global_steps = 0

@@ -20,11 +20,6 @@ class ClusterError(RuntimeError):
     """Ray cannot be reached or cannot host the run as configured."""
 
 
-def default_num_workers() -> int:
-    """One env worker per core, keeping one core for the learner (at least 1)."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
 def connect(cfg: TrainConfig, num_workers: int) -> bool:
     """Join `cfg.address` or start a local Ray; returns True if this process started it."""
     if cfg.address:
@@ -40,7 +35,17 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
 
         if not torch.cuda.is_available():
             raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
-    start_local_ray(cfg, num_workers, include_dashboard=True, logging_level=logging.WARNING)
+    context = start_local_ray(
+        cfg, num_workers, include_dashboard=True, logging_level=logging.WARNING
+    )
+    url = context.dashboard_url
+    if url:
+        mode = os.environ.get("RAY_AUTH_MODE", "token")
+        log.info(
+            "Ray dashboard: %s (token authentication: %s; `ray get-auth-token` prints the token)",
+            url if "://" in url else f"http://{url}",
+            "on" if mode == "token" else mode,
+        )
     return True
 
 
@@ -53,6 +58,12 @@ def local_cpus(cfg: TrainConfig, num_workers: int) -> int:
 
 def start_local_ray(cfg: TrainConfig, num_workers: int, **init_kwargs):
     """A new local Ray sized by `local_cpus` (benchmarks and `connect`); its context."""
+    # Ray 2.60 turns token authentication on for a new local cluster and warns that it did;
+    # `connect`'s dashboard line says so instead. (Setting RAY_AUTH_MODE=token would silence it
+    # too, but only before `import ray`.)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        _not_token_auth_enabled
+    )
     init_kwargs.setdefault("include_dashboard", False)
     if init_kwargs["include_dashboard"]:
         init_kwargs.setdefault("dashboard_host", cfg.dashboard_host)
@@ -61,6 +72,10 @@ def start_local_ray(cfg: TrainConfig, num_workers: int, **init_kwargs):
         num_cpus=local_cpus(cfg, num_workers),
         **init_kwargs,
     )
+
+
+def _not_token_auth_enabled(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 # Env workers and the evaluator render off-screen; without a display SDL would complain.

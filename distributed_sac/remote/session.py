@@ -1,85 +1,192 @@
-"""One training session: run directory, Ray connection, driver, clean shutdown."""
+"""One training session: checks before Ray (`prepare`), then Ray, driver, clean shutdown (`start`).
+
+`prepare` imports neither Ray nor the driver: every check that can fail on the user's input
+(config ranges, run directory, checkpoint, changed flags on resume) runs before Ray starts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
-import ray
-
-from distributed_sac.config import TrainConfig, validate
-from distributed_sac.remote.driver import Driver
-from distributed_sac.remote.placement import connect, default_num_workers
-from distributed_sac.run_dir import RunDir, RunDirError, default_run_dir
+from distributed_sac.config import (
+    ConfigError,
+    TrainConfig,
+    default_num_workers,
+    field_value,
+    flag,
+    validate,
+)
+from distributed_sac.run_dir import (
+    RunDir,
+    RunDirError,
+    check_writable,
+    default_run_dir,
+    latest_run_checkpoint,
+    provenance,
+)
 
 log = logging.getLogger("distributed_sac")
 
-# Fields a resumed run may change: where and how fast it runs, not what it learns.
+RESUMABLE_PREFIXES = ("eval.",)
 RESUMABLE_OVERRIDES = (
     "total_steps",
     "num_workers",
     "envs_per_worker",
     "address",
     "device",
+    "learner_cpus",
+    "schedule_timeout_s",
+    "checkpoint_every",
+    "keep_checkpoints",
     "log_every_s",
     "wandb",
     "wandb_project",
     "wandb_entity",
+    "wandb_name",
+    "wandb_group",
+    "wandb_tags",
     "dashboard_host",
 )
+"""Fields a resumed run may change: where and how fast it runs, what it logs and evaluates, not
+what it learns (everything else in config.json is kept; changing it is refused)."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """A checked run, ready to start: its config, directory and the checkpoint to resume."""
+
+    cfg: TrainConfig
+    run: RunDir
+    resume: bool
+    meta: dict[str, Any]
+    checkpoint: tuple[Path, dict] | None = None
+
+
+def resumable(path: str) -> bool:
+    return path in RESUMABLE_OVERRIDES or path.startswith(RESUMABLE_PREFIXES)
+
+
+def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str]) -> TrainConfig:
+    """`saved` with the resumable fields in `given` taken from `cfg`; ConfigError for a changed
+    learning field (one line naming it)."""
+    for path in sorted(given):
+        if not resumable(path) and field_value(cfg, path) != field_value(saved, path):
+            allowed = ", ".join(flag(p) for p in RESUMABLE_OVERRIDES[:5])
+            raise ConfigError(
+                f"{flag(path)} {field_value(cfg, path)}: a resumed run keeps its config.json "
+                f"value {field_value(saved, path)}; only where and how fast it runs may change "
+                f"({allowed}, logging and --eval.* flags)"
+            )
+    top = {p: getattr(cfg, p) for p in given if resumable(p) and "." not in p}
+    sections: dict[str, dict[str, Any]] = {}
+    for p in given:
+        if resumable(p) and "." in p:
+            section, name = p.split(".", 1)
+            sections.setdefault(section, {})[name] = field_value(cfg, p)
+    nested = {s: dataclasses.replace(getattr(saved, s), **kw) for s, kw in sections.items()}
+    return dataclasses.replace(saved, **top, **nested)
+
+
+def changed_fields(cfg: TrainConfig, base: TrainConfig, prefix: str = "") -> set[str]:
+    """Dotted paths of the fields where `cfg` differs from `base`."""
+    out = set()
+    for f in dataclasses.fields(cfg):
+        a, b = getattr(cfg, f.name), getattr(base, f.name)
+        if dataclasses.is_dataclass(a):
+            out |= changed_fields(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            out.add(prefix + f.name)
+    return out
 
 
 def prepare(
-    cfg: TrainConfig, resume: str | None, cli_default: TrainConfig | None = None
-) -> tuple[TrainConfig, RunDir]:
-    """Create the run directory, or reopen it and merge the run-time overrides."""
+    cfg: TrainConfig,
+    resume: str | None,
+    given: set[str] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Plan:
+    """Check everything that can be checked before Ray: config, run directory, checkpoint.
+
+    `given` holds the config fields set on the command line (default: those that differ from
+    TrainConfig()); on resume only resumable ones may differ from the run's config.json.
+    """
+    meta = {**(meta or {}), **provenance(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    validate(cfg)
+    checkpoint = None
     if resume:
         run, saved = RunDir.reopen(Path(resume))
-        base = cli_default or TrainConfig()
-        changed = {
-            k: getattr(cfg, k) for k in RESUMABLE_OVERRIDES if getattr(cfg, k) != getattr(base, k)
-        }
-        cfg = dataclasses.replace(saved, **changed)
+        _, saved_meta = run.read_config()
+        given = changed_fields(cfg, TrainConfig()) if given is None else given
+        cfg = merge_resume(saved, cfg, given)
+        if meta.get("preset") and saved_meta.get("preset") not in (None, meta["preset"]):
+            raise ConfigError(
+                f"--preset {meta['preset']}: a resumed run keeps its preset "
+                f"{saved_meta['preset']} (drop --preset)"
+            )
+        resumes = [*saved_meta.get("resumes", []), meta]
+        meta = {**saved_meta, "resumes": resumes}
+        check_writable(run.path)
+        checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
     else:
         path = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         cfg = dataclasses.replace(cfg, run_dir=str(path))
-    if cfg.num_workers is None:
-        cfg = dataclasses.replace(cfg, num_workers=default_num_workers())
-    validate(cfg)
-    if not resume:
-        run = RunDir(Path(cfg.run_dir))
+        run = RunDir(path)
         if run.exists():
             raise RunDirError(
                 f"{run.path} already holds a run; pass --resume {run.path} to continue it"
             )
-    return cfg, run
+        check_writable(run.path)
+    if cfg.num_workers is None:
+        cfg = dataclasses.replace(cfg, num_workers=default_num_workers())
+    cfg = dataclasses.replace(
+        cfg,
+        wandb_name=cfg.wandb_name or run.path.name,
+        wandb_group=cfg.wandb_group or cfg.env,
+        wandb_tags=cfg.wandb_tags or tuple(t for t in (cfg.env, meta.get("preset")) if t),
+    )
+    validate(cfg)
+    return Plan(cfg, run, bool(resume), meta, checkpoint)
 
 
-def train(
-    cfg: TrainConfig,
-    resume: str | None = None,
-    demos: tuple[str, ...] = (),
-    pretrain_updates: int = 0,
-    cli_default: TrainConfig | None = None,
-) -> dict:
-    """Train to `cfg.total_steps` on a local or joined Ray; returns the last metrics record."""
-    demo_chunks = None
-    if demos:
-        from distributed_sac.demos import load_demos
+def quiet_ray_logs(stream=None) -> None:
+    """No ANSI colours in the prefixes of actors' log lines when stderr is not a terminal."""
+    if not (stream or sys.stderr).isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
-        demo_chunks = load_demos(demos, cfg.env, cfg.wrappers)
-    cfg, run = prepare(cfg, resume, cli_default)
+
+def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0) -> dict:
+    """Connect to (or start) Ray, train to `total_steps`; returns the last metrics record."""
+    quiet_ray_logs()
+    import ray
+
+    from distributed_sac.remote.driver import Driver
+    from distributed_sac.remote.placement import connect
+
+    cfg = plan.cfg
     started = connect(cfg, cfg.num_workers)
     try:
-        if not resume:
-            run = RunDir.create(run.path, cfg)
-        if started:
-            log.info(
-                "Ray dashboard: %s", ray.get_runtime_context().gcs_address and _dashboard_url()
-            )
+        run = plan.run
+        if not plan.resume:
+            run = RunDir.create(run.path, cfg, plan.meta)
+        else:
+            run.write_config(cfg, plan.meta)
         log.info("run directory: %s", run.path)
-        driver = Driver(cfg, run, resume=resume is not None)
+        if cfg.eval.every:
+            log.info(
+                "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
+                "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
+                cfg.eval.every,
+                cfg.eval.episodes,
+                cfg.eval.max_episode_steps,
+            )
+        driver = Driver(cfg, run, resume=plan.resume, checkpoint=plan.checkpoint)
+        record_wandb_mode(run, plan, driver.wandb.mode)
         if demo_chunks:
             driver.pretrain(demo_chunks, pretrain_updates)
         return driver.train()
@@ -88,6 +195,27 @@ def train(
             ray.shutdown()
 
 
-def _dashboard_url() -> str:
-    url = ray.worker.get_dashboard_url() if hasattr(ray, "worker") else ""
-    return f"http://{url}" if url and not url.startswith("http") else url
+def record_wandb_mode(run: RunDir, plan: Plan, mode: str) -> TrainConfig:
+    """config.json says what happened: online without credentials fell back to offline."""
+    if mode == plan.cfg.wandb:
+        return plan.cfg
+    cfg = dataclasses.replace(plan.cfg, wandb=mode)
+    run.write_config(cfg, {**plan.meta, "wandb_requested": plan.cfg.wandb})
+    return cfg
+
+
+def train(
+    cfg: TrainConfig,
+    resume: str | None = None,
+    demos: tuple[str, ...] = (),
+    pretrain_updates: int = 0,
+    given: set[str] | None = None,
+) -> dict:
+    """`prepare` then `start`, loading `demos` (files or folders) in between."""
+    plan = prepare(cfg, resume, given)
+    chunks = None
+    if demos:
+        from distributed_sac.demos import load_demos
+
+        chunks = load_demos(demos, plan.cfg.env, plan.cfg.wrappers)
+    return start(plan, chunks, pretrain_updates)
