@@ -18,7 +18,8 @@ from typing import Annotated, Literal
 import tyro
 
 from distributed_sac import __version__
-from distributed_sac.config import PRESETS, RULES, TrainConfig, flag, validate
+from distributed_sac.config import RULES, TrainConfig, flag, validate
+from distributed_sac.presets import PRESETS
 
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")

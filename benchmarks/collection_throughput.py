@@ -45,8 +45,9 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.config import ACTION_DIMS, PRESETS, TrainConfig
+from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.policy import Policy
+from distributed_sac.presets import PRESETS
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner

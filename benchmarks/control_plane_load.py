@@ -33,8 +33,9 @@ import ray
 import psutil  # Ray ships it (ray/thirdparty_files)
 
 from benchmarks.synthetic_worker import SyntheticWorker
-from distributed_sac.config import ReplayConfig, tiny_preset
+from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Chunk
+from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 

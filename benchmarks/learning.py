@@ -8,7 +8,7 @@ agent steps and against wall-clock minutes (every run overlaid), and ``summary.j
 steps and minutes to reach ``--threshold``, final eval return, replay ratio held). Minutes of
 an evaluation are the wall clock when its weights were taken, from the run's start.
 
-The ``pendulum-cpu`` preset (``distributed_sac.config.pendulum_cpu_preset``, also
+The ``pendulum-cpu`` preset (``distributed_sac.presets.pendulum_cpu_preset``, also
 ``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
 ratio 1 into about 19 minutes on 2 CPU cores with 2 workers; the target there is -250, which
 two seeds reached (docs/benchmarks.md). Examples:
@@ -32,8 +32,9 @@ from pathlib import Path
 
 import ray
 
-from distributed_sac.config import PRESETS, TrainConfig
+from distributed_sac.config import TrainConfig
 from distributed_sac.demos import load_demos
+from distributed_sac.presets import PRESETS
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.remote.session import prepare

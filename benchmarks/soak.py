@@ -27,7 +27,7 @@ import ray
 from ray._private.internal_api import memory_summary
 from ray.util.state import list_actors
 
-from distributed_sac.config import tiny_preset
+from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.run_dir import RunDir

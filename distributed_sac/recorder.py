@@ -9,7 +9,7 @@ events posted with `pygame.event.post` (how the tests drive the recorder headles
 With `--autopilot` no window opens: `Autopilot` reads the car and the track from the env once
 per agent step and its action, held for the repeated frames, is the one stored.
 `--preset NAME` takes the wrappers (image size, frame stack, action repeat, ...) of
-`config.PRESETS[NAME]`, so the episodes load into that preset's training run.
+`presets.PRESETS[NAME]`, so the episodes load into that preset's training run.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import tyro
 from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
 
 from distributed_sac.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
-from distributed_sac.config import PRESETS, EnvConfig
+from distributed_sac.config import EnvConfig
 from distributed_sac.demos import demo_meta, save_episode
 from distributed_sac.envs import make_env
+from distributed_sac.presets import PRESETS
 
 BRAKE = 0.8
 """Brake applied by space, as gymnasium's own play script: 0.9 and above lock the wheels."""
@@ -66,7 +67,7 @@ class RecordArgs:
     autopilot: bool = False
     """Let the scripted driver (distributed_sac/autopilot.py) drive, with no window and no wait."""
     preset: str = "full"
-    """Training preset (config.PRESETS) whose wrappers to record with; --wrappers.* override."""
+    """Training preset (presets.PRESETS) whose wrappers to record with; --wrappers.* override."""
     wrappers: EnvConfig = field(default_factory=EnvConfig)
 
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from distributed_sac.autopilot import Autopilot, to_agent
-from distributed_sac.config import EnvConfig, tiny_preset
+from distributed_sac.config import EnvConfig
 from distributed_sac.demos import load_demos
 from distributed_sac.envs import make_env
+from distributed_sac.presets import tiny_preset
 from distributed_sac.recorder import RecordArgs, Recorder, main
 from distributed_sac.replay import ReplayBuffer
 from distributed_sac.sac_ae import SacAeAgent

@@ -198,7 +198,7 @@ def test_every_preset_parses_and_flags_override_it(preset):
     import dataclasses
 
     import launch as cli
-    from distributed_sac.config import PRESETS
+    from distributed_sac.presets import PRESETS
 
     cmd = cli.parse_train(["--preset", preset, "--total-steps", "123", "--agent.tau", "0.02"])
     expected = PRESETS[preset]()
@@ -213,7 +213,7 @@ def test_preset_choices_match_the_presets():
     import typing
 
     import launch as cli
-    from distributed_sac.config import PRESETS
+    from distributed_sac.presets import PRESETS
 
     hint = typing.get_type_hints(cli.TrainCommand)["preset"]
     assert set(typing.get_args(hint)) == set(PRESETS)

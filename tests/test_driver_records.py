@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from distributed_sac.config import tiny_preset
 from distributed_sac.data import EpisodeStats, LearnerStats, ReplayStats
+from distributed_sac.presets import tiny_preset
 from distributed_sac.remote import driver as driver_module
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir

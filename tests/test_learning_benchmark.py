@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed_sac.config import carracing_cpu_preset
+from distributed_sac.presets import carracing_cpu_preset
 from distributed_sac.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.config import ReplayConfig, tiny_preset
+from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Batch, Chunk, EpisodeStats
 from distributed_sac.mirror import DeviceMirror, concat_batches
+from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
 from distributed_sac.remote.replay_server import ReplayServer, ReplaySpec, new_client_id
 from distributed_sac.replay import ReplayBuffer, mix_indices

@@ -13,10 +13,11 @@ import torch
 
 import launch
 from distributed_sac.checkpoint import save_checkpoint
-from distributed_sac.config import EnvConfig, tiny_preset
+from distributed_sac.config import EnvConfig
 from distributed_sac.evaluation import beside_agent_view, evaluate
 from distributed_sac.play import load_policy, resolve, run_eval
 from distributed_sac.policy import Policy
+from distributed_sac.presets import tiny_preset
 from distributed_sac.run_dir import RunDir, fingerprint
 from distributed_sac.sac_ae import SacAeAgent
 

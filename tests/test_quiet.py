@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from distributed_sac.checkpoint import save_checkpoint
-from distributed_sac.config import tiny_preset
 from distributed_sac.data import Batch
+from distributed_sac.presets import tiny_preset
 from distributed_sac.run_dir import RunDir, fingerprint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from distributed_sac.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from distributed_sac.config import TrainConfig, tiny_preset
+from distributed_sac.config import TrainConfig
 from distributed_sac.data import Chunk
+from distributed_sac.presets import tiny_preset
 from distributed_sac.replay import ReplayBuffer
 from distributed_sac.run_dir import RunDir, fingerprint, load_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent

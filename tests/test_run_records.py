@@ -13,7 +13,8 @@ import pytest
 import launch
 from distributed_sac import __version__
 from distributed_sac.checkpoint import CheckpointError, save_checkpoint
-from distributed_sac.config import ConfigError, tiny_preset
+from distributed_sac.config import ConfigError
+from distributed_sac.presets import tiny_preset
 from distributed_sac.remote import session
 from distributed_sac.run_dir import RunDir, fingerprint, read_config
 

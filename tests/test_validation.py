@@ -8,7 +8,6 @@ import pytest
 
 from distributed_sac.config import (
     IMAGE_SIZE_RANGE,
-    PRESETS,
     RULES,
     ConfigError,
     EnvConfig,
@@ -16,6 +15,7 @@ from distributed_sac.config import (
     flag,
     validate,
 )
+from distributed_sac.presets import PRESETS
 from distributed_sac.rules import Num
 
 
