@@ -72,7 +72,7 @@ class OldConsumer:
 class NoopLearner(Learner):
     """The real learner loop (feeds, mirror, gathers) with an update that does nothing."""
 
-    def _update(self, batch) -> None:
+    def _update(self, batch, num_demo: int = 0) -> None:
         self.agent.num_updates += 1
 
 
