@@ -32,9 +32,8 @@ import ray
 # isort: split
 import psutil  # Ray ships it (ray/thirdparty_files)
 
-from benchmarks.synthetic_worker import SyntheticWorker
+from benchmarks.synthetic_worker import SyntheticWorker, random_chunks
 from distributed_sac.config import ReplayConfig
-from distributed_sac.data import Chunk
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
@@ -96,17 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         spec = ReplaySpec.from_config(cfg, 1)
         replay = remote_replay().options(num_cpus=1).remote(spec, str(Path(folder) / "replay"))
         rng = np.random.default_rng(0)
-        fill = [
-            Chunk(
-                rng.integers(0, 256, (CHUNK + obs[0], *obs[1:]), dtype=np.uint8),
-                rng.uniform(-1, 1, (CHUNK, 1)).astype(np.float32),
-                rng.normal(size=CHUNK).astype(np.float32),
-                np.zeros(CHUNK, bool),
-                np.zeros(CHUNK, bool),
-                0,
-            )
-            for _ in range(16)
-        ]
+        fill = random_chunks(rng, 16, obs[1:], obs[0], CHUNK)
         for _ in range(0, args.capacity // CHUNK, 16):
             ray.get(replay.add.remote(0, fill, [], 0))
         learner = (

@@ -30,8 +30,9 @@ import numpy as np
 import ray
 import torch
 
+from benchmarks.synthetic_worker import random_chunks
 from distributed_sac.config import AgentConfig, ReplayConfig, TrainConfig
-from distributed_sac.data import Batch, Chunk
+from distributed_sac.data import Batch
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import CONCURRENCY_GROUPS, ReplayServer, ReplaySpec
 from distributed_sac.sac_ae import SacAeAgent
@@ -82,17 +83,7 @@ class Inserter:
     def __init__(self, seed: int) -> None:
         self._stop = False
         rng = np.random.default_rng(seed)
-        self.chunks = [
-            Chunk(
-                rng.integers(0, 256, (CHUNK + OBS[0], *OBS[1:]), dtype=np.uint8),
-                rng.uniform(-1, 1, (CHUNK, 1)).astype(np.float32),
-                rng.normal(size=CHUNK).astype(np.float32),
-                np.zeros(CHUNK, bool),
-                np.zeros(CHUNK, bool),
-                0,
-            )
-            for _ in range(8)
-        ]
+        self.chunks = random_chunks(rng, 8, OBS[1:], OBS[0], CHUNK)
 
     def fill(self, replay, n: int) -> None:
         ray.get([replay.add.remote(0, [self.chunks[i % 8]], [], 0) for i in range(n // CHUNK)])

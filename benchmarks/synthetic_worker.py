@@ -18,21 +18,28 @@ import ray
 from distributed_sac.data import AddReply, Chunk
 
 
+def random_chunks(
+    rng: np.random.Generator, n: int, frame_shape, stack: int, length: int
+) -> list[Chunk]:
+    """``n`` chunks of ``length`` transitions with random pixels, 1-d actions, no episode end."""
+    return [
+        Chunk(
+            rng.integers(0, 256, (length + stack, *frame_shape), dtype=np.uint8),
+            rng.uniform(-1, 1, (length, 1)).astype(np.float32),
+            rng.normal(size=length).astype(np.float32),
+            np.zeros(length, bool),
+            np.zeros(length, bool),
+            0,
+        )
+        for _ in range(n)
+    ]
+
+
 class SyntheticWorker:
     def __init__(self, index: int, frame_shape, stack: int, chunk: int, steps_per_s: float):
         rng = np.random.default_rng(index)
         self.index, self.chunk, self.rate = index, chunk, steps_per_s
-        self.chunks = [
-            Chunk(
-                rng.integers(0, 256, (chunk + stack, *frame_shape), dtype=np.uint8),
-                rng.uniform(-1, 1, (chunk, 1)).astype(np.float32),
-                rng.normal(size=chunk).astype(np.float32),
-                np.zeros(chunk, bool),
-                np.zeros(chunk, bool),
-                0,
-            )
-            for _ in range(4)
-        ]
+        self.chunks = random_chunks(rng, 4, frame_shape, stack, chunk)
         self._stop = threading.Event()
         self._lag: list[int] = []
         self.version, self.newest = -1, -1
