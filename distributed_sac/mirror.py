@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from distributed_sac.data import ChunkRun, Geometry
-from distributed_sac.replay import RingLayout, ring_write
+from distributed_sac.ring import RingLayout, ring_write
 from distributed_sac.tensors import BatchTensors
 
 

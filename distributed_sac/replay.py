@@ -9,168 +9,34 @@ never mix episodes or read an unwritten or overwritten slot. A chunk of ``T`` tr
 costs ``T + S`` frames, hence ``F = C + S * ceil(C / chunk_length_hint) + S``: about 7.5 KB per
 transition at 84x84 with 4 stacked frames, against 56 KB for storing ``obs`` and ``next_obs``.
 
-``RingLayout`` is the bookkeeping alone (where each chunk goes, which chunks are evicted). It
-depends only on the sequence of chunk lengths, so a copy fed the same chunks in the same order
-(the learner's ``mirror.DeviceMirror``) holds the same transitions at the same logical indices.
+``ring.RingLayout`` is the bookkeeping alone (where each chunk goes, which chunks are
+evicted). It depends only on the sequence of chunk lengths, so a copy fed the same chunks in the
+same order (the learner's ``mirror.DeviceMirror``) holds the same transitions at the same
+logical indices.
 """
 
 from __future__ import annotations
 
-import collections
-import math
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from distributed_sac.atomic import atomic_write
 from distributed_sac.data import Batch, Chunk, ChunkRun, Geometry, validate_chunk
+from distributed_sac.ring import (
+    TRANSITION_DTYPES,
+    RingLayout,
+    frame_capacity,
+    replay_nbytes,
+    ring_read,
+    ring_segments,
+    ring_write,
+)
 
-_TRANSITION_DTYPES = {
-    "action": np.float32,
-    "reward": np.float32,
-    "terminated": np.bool_,
-    "truncated": np.bool_,
-    "weights_version": np.int64,
-}
+__all__ = ["ReplayBuffer", "frame_capacity", "mix_indices", "replay_nbytes"]
+
 _META_KEYS = ("capacity", "frame_shape", "stack", "action_dim", "chunk_length_hint", "total_added")
-
-
-def frame_capacity(capacity: int, stack: int, chunk_length_hint: int) -> int:
-    """Frame-ring slots that hold ``capacity`` transitions arriving in chunks of the hint length."""
-    return capacity + stack * math.ceil(capacity / chunk_length_hint) + stack
-
-
-def replay_nbytes(
-    capacity: int,
-    frame_shape: tuple[int, int],
-    stack: int,
-    action_dim: int,
-    chunk_length_hint: int = 64,
-) -> int:
-    """Bytes a ``ReplayBuffer`` with these arguments preallocates, computed without allocating."""
-    frames = frame_capacity(capacity, stack, chunk_length_hint) * frame_shape[0] * frame_shape[1]
-    per_transition = np.dtype(np.int64).itemsize  # the frame-ring index of the obs
-    for name, dtype in _TRANSITION_DTYPES.items():
-        per_transition += np.dtype(dtype).itemsize * (action_dim if name == "action" else 1)
-    return frames + capacity * per_transition
-
-
-class Placement(NamedTuple):
-    """Where one chunk goes: its first transition slot and first frame slot."""
-
-    trans_start: int
-    frame_start: int
-
-
-class RingLayout:
-    """FIFO placement of whole chunks in a transition ring and a frame ring (indices only)."""
-
-    def __init__(self, capacity: int, frame_capacity: int, stack: int) -> None:
-        self.capacity, self.frame_capacity, self.stack = capacity, frame_capacity, stack
-        self.lengths: collections.deque[int] = collections.deque()
-        self.clear()
-
-    def clear(self) -> None:
-        self.lengths.clear()
-        self.size = self.num_frames = self.frame_head = self.trans_head = 0
-        self.total_added = 0
-        self.chunks_added = 0
-        """Chunks ever placed: the sequence number the next chunk gets."""
-
-    @property
-    def trans_tail(self) -> int:
-        return (self.trans_head - self.size) % self.capacity
-
-    @property
-    def frame_tail(self) -> int:
-        return (self.frame_head - self.num_frames) % self.frame_capacity
-
-    @property
-    def first_seq(self) -> int:
-        """Sequence number of the oldest live chunk (== ``chunks_added`` when empty)."""
-        return self.chunks_added - len(self.lengths)
-
-    def place(self, t: int) -> Placement:
-        """Evict the oldest whole chunks until ``t`` transitions fit, then claim their slots."""
-        if t > self.capacity:
-            raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
-        nf = t + self.stack
-        while self.num_frames + nf > self.frame_capacity or self.size + t > self.capacity:
-            oldest = self.lengths.popleft()
-            self.size -= oldest
-            self.num_frames -= oldest + self.stack
-        where = Placement(self.trans_head, self.frame_head)
-        self.lengths.append(t)
-        self.frame_head = (self.frame_head + nf) % self.frame_capacity
-        self.trans_head = (self.trans_head + t) % self.capacity
-        self.size += t
-        self.num_frames += nf
-        self.total_added += t
-        self.chunks_added += 1
-        return where
-
-    def span(
-        self, first_seq: int, max_transitions: int | None = None
-    ) -> tuple[int, int, int, int, list[int]]:
-        """(trans start, transitions, frame start, frames, lengths) of live chunks from
-        ``first_seq`` on: all of them, or as many as fit in ``max_transitions`` (at least one)."""
-        skip = first_seq - self.first_seq
-        if skip < 0 or skip > len(self.lengths):
-            raise ValueError(
-                f"chunk {first_seq} is not live ({self.first_seq}..{self.chunks_added})"
-            )
-        lengths = list(self.lengths)
-        before = sum(lengths[:skip])
-        lengths = lengths[skip:]
-        if max_transitions is not None:
-            total = 0
-            for k, t in enumerate(lengths):
-                if k and total + t > max_transitions:
-                    lengths = lengths[:k]
-                    break
-                total += t
-        n = sum(lengths)
-        return (
-            (self.trans_tail + before) % self.capacity,
-            n,
-            (self.frame_tail + before + self.stack * skip) % self.frame_capacity,
-            n + self.stack * len(lengths),
-            lengths,
-        )
-
-    def positions(self, idx: np.ndarray) -> np.ndarray:
-        """Ring slots of logical indices ``idx`` (0 is the oldest stored transition)."""
-        idx = np.asarray(idx, np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
-            raise ValueError(
-                f"replay indices must lie in [0, {self.size}), got {idx.min()}..{idx.max()}"
-            )
-        return (self.trans_tail + idx) % self.capacity
-
-
-def ring_write(ring, start: int, data) -> None:
-    """Write ``data`` into ``ring`` from ``start``, wrapping at its end (numpy or torch)."""
-    end = start + len(data)
-    if end <= len(ring):
-        ring[start:end] = data
-    else:
-        split = len(ring) - start
-        ring[start:] = data[:split]
-        ring[: end - len(ring)] = data[split:]
-
-
-def _ring_segments(ring: np.ndarray, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` slots from ``start`` as two views (the second is empty unless they wrap)."""
-    end = start + n
-    if end <= len(ring):
-        return ring[start:end], ring[:0]
-    return ring[start:], ring[: end - len(ring)]
-
-
-def _ring_read(ring: np.ndarray, start: int, n: int) -> np.ndarray:
-    return np.concatenate(_ring_segments(ring, start, n))
 
 
 def mix_indices(
@@ -294,12 +160,12 @@ class ReplayBuffer:
         as many whole chunks as ``max_transitions`` holds, at least one)."""
         t_start, n, f_start, nf, lengths = self.layout.span(first_seq, max_transitions)
         return ChunkRun(
-            frames=_ring_read(self._frames, f_start, nf),
-            action=_ring_read(self._action, t_start, n),
-            reward=_ring_read(self._reward, t_start, n),
-            terminated=_ring_read(self._terminated, t_start, n),
-            truncated=_ring_read(self._truncated, t_start, n),
-            weights_version=_ring_read(self._weights_version, t_start, n),
+            frames=ring_read(self._frames, f_start, nf),
+            action=ring_read(self._action, t_start, n),
+            reward=ring_read(self._reward, t_start, n),
+            terminated=ring_read(self._terminated, t_start, n),
+            truncated=ring_read(self._truncated, t_start, n),
+            weights_version=ring_read(self._weights_version, t_start, n),
             lengths=np.asarray(lengths, np.int64),
         )
 
@@ -353,15 +219,15 @@ class ReplayBuffer:
         layout = self.layout
         state = {key: np.asarray(getattr(self, key), np.int64) for key in _META_KEYS}
         state["chunk_lengths"] = np.asarray(layout.lengths, np.int64)
-        frames = _ring_segments(self._frames, layout.frame_tail, layout.num_frames)
+        frames = ring_segments(self._frames, layout.frame_tail, layout.num_frames)
         state["frames_0"], state["frames_1"] = frames
-        for name in _TRANSITION_DTYPES:
-            state[name] = _ring_read(getattr(self, f"_{name}"), layout.trans_tail, layout.size)
+        for name in TRANSITION_DTYPES:
+            state[name] = ring_read(getattr(self, f"_{name}"), layout.trans_tail, layout.size)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Restore contents from ``state_dict``; later sampling matches the saved buffer's."""
-        missing = {*_META_KEYS, "chunk_lengths", "frames_0", "frames_1", *_TRANSITION_DTYPES}
+        missing = {*_META_KEYS, "chunk_lengths", "frames_0", "frames_1", *TRANSITION_DTYPES}
         missing -= set(state)
         if missing:
             raise ValueError(f"replay state lacks {sorted(missing)}")
@@ -378,7 +244,7 @@ class ReplayBuffer:
         n_frames = n + self.stack * len(lengths)
         expected = {"frames_0": (np.uint8, (len(frames[0]), *self.frame_shape))}
         expected["frames_1"] = (np.uint8, (n_frames - len(frames[0]), *self.frame_shape))
-        for name, dtype in _TRANSITION_DTYPES.items():
+        for name, dtype in TRANSITION_DTYPES.items():
             expected[name] = (dtype, (n, self.action_dim) if name == "action" else (n,))
         for name, (dtype, shape) in expected.items():
             arr = np.asarray(state[name])
@@ -395,7 +261,7 @@ class ReplayBuffer:
             ChunkRun(
                 frames=np.concatenate(frames),
                 lengths=lengths,
-                **{name: state[name] for name in _TRANSITION_DTYPES},
+                **{name: state[name] for name in TRANSITION_DTYPES},
             ),
             total_added=int(state["total_added"]),
         )

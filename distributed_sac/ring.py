@@ -1,0 +1,160 @@
+"""The ring layout of the frame-deduplicated replay: where each chunk's frames and transitions
+go, and which whole chunks are evicted; plus the ring reads and writes that wrap around.
+
+Shared by ``replay.ReplayBuffer`` (the replay actor's store) and ``mirror.DeviceMirror`` (the
+learner's copy): both place the same chunks in the same order with a ``RingLayout``, so an index
+means the same transition on both sides.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+TRANSITION_DTYPES = {
+    "action": np.float32,
+    "reward": np.float32,
+    "terminated": np.bool_,
+    "truncated": np.bool_,
+    "weights_version": np.int64,
+}
+"""Per-transition arrays beside the frame ring, with their dtypes."""
+
+
+def frame_capacity(capacity: int, stack: int, chunk_length_hint: int) -> int:
+    """Frame-ring slots that hold ``capacity`` transitions arriving in chunks of the hint length."""
+    return capacity + stack * math.ceil(capacity / chunk_length_hint) + stack
+
+
+def replay_nbytes(
+    capacity: int,
+    frame_shape: tuple[int, int],
+    stack: int,
+    action_dim: int,
+    chunk_length_hint: int = 64,
+) -> int:
+    """Bytes a ``ReplayBuffer`` with these arguments preallocates, computed without allocating."""
+    frames = frame_capacity(capacity, stack, chunk_length_hint) * frame_shape[0] * frame_shape[1]
+    per_transition = np.dtype(np.int64).itemsize  # the frame-ring index of the obs
+    for name, dtype in TRANSITION_DTYPES.items():
+        per_transition += np.dtype(dtype).itemsize * (action_dim if name == "action" else 1)
+    return frames + capacity * per_transition
+
+
+class Placement(NamedTuple):
+    """Where one chunk goes: its first transition slot and first frame slot."""
+
+    trans_start: int
+    frame_start: int
+
+
+class RingLayout:
+    """FIFO placement of whole chunks in a transition ring and a frame ring (indices only)."""
+
+    def __init__(self, capacity: int, frame_capacity: int, stack: int) -> None:
+        self.capacity, self.frame_capacity, self.stack = capacity, frame_capacity, stack
+        self.lengths: collections.deque[int] = collections.deque()
+        self.clear()
+
+    def clear(self) -> None:
+        self.lengths.clear()
+        self.size = self.num_frames = self.frame_head = self.trans_head = 0
+        self.total_added = 0
+        self.chunks_added = 0
+        """Chunks ever placed: the sequence number the next chunk gets."""
+
+    @property
+    def trans_tail(self) -> int:
+        return (self.trans_head - self.size) % self.capacity
+
+    @property
+    def frame_tail(self) -> int:
+        return (self.frame_head - self.num_frames) % self.frame_capacity
+
+    @property
+    def first_seq(self) -> int:
+        """Sequence number of the oldest live chunk (== ``chunks_added`` when empty)."""
+        return self.chunks_added - len(self.lengths)
+
+    def place(self, t: int) -> Placement:
+        """Evict the oldest whole chunks until ``t`` transitions fit, then claim their slots."""
+        if t > self.capacity:
+            raise ValueError(f"chunk of {t} transitions exceeds replay capacity {self.capacity}")
+        nf = t + self.stack
+        while self.num_frames + nf > self.frame_capacity or self.size + t > self.capacity:
+            oldest = self.lengths.popleft()
+            self.size -= oldest
+            self.num_frames -= oldest + self.stack
+        where = Placement(self.trans_head, self.frame_head)
+        self.lengths.append(t)
+        self.frame_head = (self.frame_head + nf) % self.frame_capacity
+        self.trans_head = (self.trans_head + t) % self.capacity
+        self.size += t
+        self.num_frames += nf
+        self.total_added += t
+        self.chunks_added += 1
+        return where
+
+    def span(
+        self, first_seq: int, max_transitions: int | None = None
+    ) -> tuple[int, int, int, int, list[int]]:
+        """(trans start, transitions, frame start, frames, lengths) of live chunks from
+        ``first_seq`` on: all of them, or as many as fit in ``max_transitions`` (at least one)."""
+        skip = first_seq - self.first_seq
+        if skip < 0 or skip > len(self.lengths):
+            raise ValueError(
+                f"chunk {first_seq} is not live ({self.first_seq}..{self.chunks_added})"
+            )
+        lengths = list(self.lengths)
+        before = sum(lengths[:skip])
+        lengths = lengths[skip:]
+        if max_transitions is not None:
+            total = 0
+            for k, t in enumerate(lengths):
+                if k and total + t > max_transitions:
+                    lengths = lengths[:k]
+                    break
+                total += t
+        n = sum(lengths)
+        return (
+            (self.trans_tail + before) % self.capacity,
+            n,
+            (self.frame_tail + before + self.stack * skip) % self.frame_capacity,
+            n + self.stack * len(lengths),
+            lengths,
+        )
+
+    def positions(self, idx: np.ndarray) -> np.ndarray:
+        """Ring slots of logical indices ``idx`` (0 is the oldest stored transition)."""
+        idx = np.asarray(idx, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+            raise ValueError(
+                f"replay indices must lie in [0, {self.size}), got {idx.min()}..{idx.max()}"
+            )
+        return (self.trans_tail + idx) % self.capacity
+
+
+def ring_write(ring, start: int, data) -> None:
+    """Write ``data`` into ``ring`` from ``start``, wrapping at its end (numpy or torch)."""
+    end = start + len(data)
+    if end <= len(ring):
+        ring[start:end] = data
+    else:
+        split = len(ring) - start
+        ring[start:] = data[:split]
+        ring[: end - len(ring)] = data[split:]
+
+
+def ring_segments(ring: np.ndarray, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` slots from ``start`` as two views (the second is empty unless they wrap)."""
+    end = start + n
+    if end <= len(ring):
+        return ring[start:end], ring[:0]
+    return ring[start:], ring[: end - len(ring)]
+
+
+def ring_read(ring: np.ndarray, start: int, n: int) -> np.ndarray:
+    return np.concatenate(ring_segments(ring, start, n))
