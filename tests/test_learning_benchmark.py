@@ -79,7 +79,7 @@ def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):
 
 
 def test_set_overrides_nested_fields_with_their_types():
-    from benchmarks.learning import override
+    from benchmarks.overrides import override
 
     cfg = override(
         carracing_cpu_preset(),
