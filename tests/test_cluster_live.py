@@ -33,7 +33,11 @@ RUN_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head and a worker node, 2 CPUs each, with a token made for this module."""
-    live = LocalCluster(tmp_path_factory.mktemp("cluster"), cluster_env(new_token()))
+    # Two concurrent runs, each a 1-CPU replay and two 1-CPU env workers, exactly fill the two
+    # 3-CPU nodes, so env workers land on both whichever node each replay takes.
+    live = LocalCluster(
+        tmp_path_factory.mktemp("cluster"), cluster_env(new_token()), cpus_per_node=3
+    )
     try:
         live.start()
         yield live
@@ -98,7 +102,7 @@ def test_both_nodes_joined_with_token_auth(cluster):
     assert sorted(n["is_head_node"] for n in alive) == [False, True]
     worker = next(n for n in alive if not n["is_head_node"])
     assert worker["resources_total"]["worker_node"] == 2
-    assert sum(n["resources_total"]["CPU"] for n in alive) == 4
+    assert sum(n["resources_total"]["CPU"] for n in alive) == 2 * 3
     # docs/cluster.md: no token is answered 401, a wrong one 403.
     assert cluster.api("/api/v0/nodes", token=None)[0] == 401
     assert cluster.api("/api/v0/nodes", token="0" * 64)[0] == 403
@@ -130,7 +134,7 @@ def test_actors_span_both_nodes(cluster, runs):
     runs_seen = [names for names in by_job.values() if "learner" in names]
     assert len(runs_seen) == 2
     env_workers = [names[f"env-worker-{i}"] for names in runs_seen for i in range(NUM_WORKERS)]
-    # SPREAD, and a 2-CPU node fits two of the four 1-CPU env workers: both nodes host workers
+    # The two runs' replays and four env workers fill both 3-CPU nodes: both nodes host workers
     # that fed a replay actor on one of them, so some transitions crossed nodes.
     assert {w["node_id"] for w in env_workers} == node_ids
     for names in runs_seen:
