@@ -62,11 +62,13 @@ class Rollout:
         cfg: RolloutConfig,
         num_envs: int,
         seed: int,
+        make=make_env,
     ) -> None:
+        """``make(env_name, env_cfg, seed=...)`` builds each env (tests pass a fake pixel env)."""
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.cfg = cfg
-        self.envs = [make_env(env_name, env_cfg, seed=seed + i) for i in range(num_envs)]
+        self.envs = [make(env_name, env_cfg, seed=seed + i) for i in range(num_envs)]
         space = self.envs[0].action_space
         space.seed(seed)
         self.action_space = space
@@ -80,10 +82,11 @@ class Rollout:
 
     @staticmethod
     def _fresh(obs: np.ndarray) -> _Pending:
-        return _Pending(frames=list(obs))
+        # A copy: `obs` may be a row of `self._obs`, which the next step overwrites in place.
+        return _Pending(frames=list(np.array(obs)))
 
     def _smooth(self, i: int, reward: float) -> float:
-        """Reward EMA within the episode (optional; the seed found it slows Pendulum)."""
+        """Reward EMA within the episode (optional; it slowed VisualPendulum, docs/design.md)."""
         if not self.cfg.reward_smoothing:
             return reward
         a = self.cfg.reward_smoothing_alpha
