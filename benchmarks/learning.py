@@ -142,6 +142,7 @@ def summarize(path: Path, curve: list[dict], threshold: float) -> dict:
         "learner_updates": last["learner_updates"],
         "minutes": curve[-1]["minutes"] if curve else None,
         "replay_ratio_target": cfg["replay"]["replay_ratio"],
+        "alpha_lr": cfg["agent"]["alpha_lr"],
         "replay_ratio_held": last.get("replay_ratio_held"),
         "learner_idle_frac_mean": _mean(r.get("learner_idle_frac") for r in records),
         "agent_steps_per_s_mean": _mean(r.get("agent_steps_per_s") for r in records),
@@ -209,7 +210,8 @@ def report(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[di
         summary = summarize(path, curve, thresholds.get(_arm_of(path), thresholds["scratch"]))
         curves[
             f"{summary['arm']}: {summary['env']} {summary['num_workers']} workers, replay ratio "
-            f"{summary['replay_ratio_target']:g} ({path.parent.name}/{path.name})"
+            f"{summary['replay_ratio_target']:g}, alpha lr {summary['alpha_lr']:g} "
+            f"({path.parent.name}/{path.name})"
         ] = curve
         summaries.append(summary)
     plot(curves, sorted(set(thresholds[_arm_of(p)] for p in runs)), out / "learning_curve.png")
