@@ -181,7 +181,7 @@ def plot(curves: dict[str, list[dict]], thresholds: list[float], path: Path) -> 
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("eval return (deterministic policy)")
-    axes[0].legend()
+    axes[1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
