@@ -28,6 +28,9 @@ def ray_cluster():
     import ray
 
     ray.init(
+        # Always a new local Ray: a bare ray.init() joins whatever cluster the address file in
+        # /tmp/ray names, e.g. the live-cluster test's `ray start` head while it shuts down.
+        address="local",
         num_cpus=4,
         include_dashboard=False,
         logging_level="ERROR",
