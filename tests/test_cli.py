@@ -186,7 +186,11 @@ def test_top_level_help_lists_and_describes_the_commands():
 
 def test_help_prints_each_default_once_and_cites_no_missing_file():
     text = re.sub(r"[│\s]+", " ", launch_process("train", "--help").stdout)
-    assert "SPEC.md" not in text and "the seed" not in text
+    cited = set(re.findall(r"[\w./-]+\.(?:md|py|yaml)\b", text))
+    assert "docs/design.md" in cited
+    missing = [path for path in cited if not (REPO / path).exists()]
+    assert not missing, missing
+    assert "the seed" not in text
     # tyro appends "(default: X)"; a docstring that also states the default says it twice.
     for entry in re.split(r" (?=--[a-z])", text):
         assert entry.count("(default:") <= 1, entry
