@@ -48,7 +48,7 @@ import torch
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.policy import Policy
 from distributed_sac.presets import PRESETS
-from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.driver import Driver, stop_run
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.placement import learner_device, learner_options, start_local_ray
@@ -109,11 +109,7 @@ def start_actors(cfg: TrainConfig, n: int, replay_ratio: float) -> tuple:
 
 
 def stop_actors(learner, replay, workers, runs: list) -> None:
-    for w in workers:
-        w.stop.remote()
-    learner.stop.remote()
-    ray.get(replay.close.remote())
-    ray.wait(runs, num_returns=len(runs), timeout=30)
+    stop_run(workers, replay, learner, runs)
     for actor in (learner, replay, *workers):
         ray.kill(actor)
 
@@ -185,10 +181,7 @@ def learner_idle(cfg: TrainConfig, n: int, seconds: float, out: Path) -> dict:
     time.sleep(seconds)
     stopped = time.time()
     lstats = ray.get(driver.learner.stats.remote())
-    for w in driver.workers:
-        w.stop.remote()
-    ray.get(driver.replay.close.remote())
-    driver.learner.stop.remote()
+    stop_run(driver.workers, driver.replay, driver.learner, [])
     thread.join(timeout=120)
     for actor in (driver.learner, driver.replay, driver.evaluator, *driver.workers):
         ray.kill(actor)

@@ -10,7 +10,10 @@ through, the replay writes a snapshot of its whole buffer. Measured:
   ``sample_gap_max_snapshot_s`` those while the snapshot is written;
 * ``rss_growth_mb``: replay + learner resident memory, end minus after warm-up and the
   learner's first update (its mirror then holds the prefilled buffer);
-* ``acting_lag_median_updates``: per-step acting lag of the workers (against ``publish_every``);
+  ``rss_slope_mb_per_min``: their trend (least squares, sampled every 5 s) from the end of the
+  snapshot on, the flat-memory check;
+* ``acting_lag_median_updates`` / ``_p90_``: per step, how many updates the acting weights were
+  behind the newest published at that step (``acting_lag.py``), against ``publish_every``;
 * ``deadlock``: whether any control call timed out or updates or inserts stopped.
 
     python -m benchmarks.control_plane_load --workers 64 --seconds 120 --json out.json
@@ -22,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -36,6 +40,7 @@ import psutil  # Ray ships it (ray/thirdparty_files)
 from benchmarks.synthetic_worker import SyntheticWorker, random_chunks
 from distributed_sac.config import ReplayConfig
 from distributed_sac.presets import tiny_preset
+from distributed_sac.remote.driver import stop_run
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 
@@ -57,13 +62,19 @@ class GapLearner(Learner):
         return list(self._times)
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
 def _rss_mb(pids: list[int]) -> float:
     return sum(psutil.Process(p).memory_info().rss for p in pids) / 2**20
+
+
+def _slope_per_min(samples: list[tuple[float, float]], after: float) -> float | None:
+    """Least-squares MB per minute of the (time, MB) samples taken after ``after``."""
+    points = np.asarray([p for p in samples if p[0] >= after])
+    if len(points) < 3:
+        return None
+    return float(np.polyfit(points[:, 0] / 60.0, points[:, 1], 1)[0])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -132,7 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
         snap_thread = None
         s0 = ray.get(replay.stats.remote())
         end = time.monotonic() + args.seconds
+        rss: list[tuple[float, float]] = []
         while time.monotonic() < end:
+            if not rss or time.time() - rss[-1][0] >= 5.0:
+                rss.append((time.time(), _rss_mb(pids)))
             if snap_thread is None and time.monotonic() > end - args.seconds / 2:
                 snap_thread = threading.Thread(target=take_snapshot, daemon=True)
                 snap_thread.start()
@@ -148,11 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         rss1 = _rss_mb(pids)
         lags = np.concatenate(ray.get([w.lag.remote() for w in workers], timeout=60))
         times = np.asarray(ray.get(learner.update_times.remote(), timeout=60))
-        for w in workers:
-            w.stop.remote()
-        learner.stop.remote()
-        ray.get(replay.close.remote())
-        ray.wait(runs, num_returns=len(runs), timeout=60)
+        stop_run(workers, replay, learner, runs, timeout=60)
     finally:
         ray.shutdown()
     times = times[times >= t_start]
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "snapshot_s": snapshot.get("end", np.nan) - snapshot.get("start", np.nan),
         "snapshot_transitions": snapshot.get("size"),
         "rss_growth_mb": rss1 - rss0,
+        "rss_slope_mb_per_min": _slope_per_min(rss, snapshot.get("end", t_start)),
         "acting_lag_median_updates": float(np.median(lags)) if lags.size else None,
         "acting_lag_p90_updates": float(np.percentile(lags, 90)) if lags.size else None,
         "publish_every": args.publish_every,

@@ -28,7 +28,7 @@ from ray._private.internal_api import memory_summary
 from ray.util.state import list_actors
 
 from distributed_sac.presets import tiny_preset
-from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.driver import Driver, stop_run
 from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.run_dir import RunDir
 
@@ -138,10 +138,7 @@ def main() -> None:
             print(f"[{t / 60:5.1f} min] MB: {line}", flush=True)
             time.sleep(max(0.0, args.interval_s - (time.monotonic() - start - t)))
         samples.append({"t": time.monotonic() - start, "mb": sample(dashboard, gcs)})
-        for w in driver.workers:
-            w.stop.remote()
-        ray.get(driver.replay.close.remote())
-        driver.learner.stop.remote()
+        stop_run(driver.workers, driver.replay, driver.learner, [])
         thread.join(timeout=120)
     finally:
         ray.shutdown()

@@ -1,9 +1,9 @@
 """A synthetic env worker for load tests: prerecorded chunks, numpy only (no torch import).
 
 It pushes chunks to the real replay at a steady rate, the way ``EnvWorker`` does (two adds in
-flight, throttled adds sent again), and takes weights from the add replies; "loading" them is
-having the object on its node (``ray.wait``), so the per-step acting lag is measured as the
-real worker measures it, without unpickling torch weights.
+flight, throttled adds sent again), and takes weights from the add replies with the env
+workers' ``WeightsClient``; "loading" them is having the object on its node, so the per-step
+acting lag is measured as the real worker measures it, without unpickling torch weights.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 import ray
 
 from distributed_sac.data import AddReply, Chunk
+from distributed_sac.remote.weights_client import WeightsClient
 
 
 def random_chunks(
@@ -41,39 +42,38 @@ class SyntheticWorker:
         self.index, self.chunk, self.rate = index, chunk, steps_per_s
         self.chunks = random_chunks(rng, 4, frame_shape, stack, chunk)
         self._stop = threading.Event()
-        self._lag: list[int] = []
-        self.version, self.newest = -1, -1
+        self.weights = WeightsClient()
 
     def stop(self) -> None:
         self._stop.set()
 
     def lag(self) -> np.ndarray:
-        lag, self._lag = self._lag, []
-        return np.asarray(lag, np.int64)
+        """Per-step acting lag resolved since the last call."""
+        return self.weights.lag.drain()
 
     def run(self, replay) -> int:
         adds: deque = deque()
-        fetch, fetch_version = None, -1
         start, steps = time.monotonic(), 0
+
+        def add(chunk: Chunk) -> ray.ObjectRef:
+            w = self.weights
+            return replay.add.remote(self.index, [chunk], [], w.version, w.since)
+
         while not self._stop.is_set():
             time.sleep(max(0.0, start + (steps + self.chunk) / self.rate - time.monotonic()))
-            # One chunk's steps, acted with the weights held now.
-            self._lag.extend([self.newest - self.version] * self.chunk if self.version >= 0 else [])
+            self.weights.acted(self.chunk)  # one chunk's steps, acted with the weights held now
             chunk = self.chunks[(steps // self.chunk) % 4]
             steps += self.chunk
-            adds.append((replay.add.remote(self.index, [chunk], [], self.version), chunk))
+            adds.append((add(chunk), chunk))
             while len(adds) > 2 or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunk = adds.popleft()
                 reply: AddReply = ray.get(ref)
-                self.newest = max(self.newest, reply.weights_version)
-                if reply.weights and reply.weights_version > max(self.version, fetch_version):
-                    fetch, fetch_version = reply.weights[0], reply.weights_version
+                self.weights.offer(reply)
                 if reply.throttled:
-                    adds.appendleft(
-                        (replay.add.remote(self.index, [chunk], [], self.version), chunk)
-                    )
-            if fetch is not None and ray.wait([fetch], timeout=0)[0]:
-                self.version, fetch = fetch_version, None
+                    adds.appendleft((add(chunk), chunk))
+            arrived = self.weights.arrived()
+            if arrived is not None:
+                self.weights.loaded(arrived[0])
         for ref, _ in adds:
             ray.get(ref)
         return steps

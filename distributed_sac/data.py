@@ -117,6 +117,11 @@ class AddReply(NamedTuple):
     weights: list | None
     """``[ObjectRef]`` of those weights when newer than the worker's (a list keeps Ray from
     resolving it), else None."""
+    publishes: tuple[tuple[int, float], ...] = ()
+    """(version, ``time.time()`` published) since the worker's oldest unresolved step, and the
+    last one before it: what resolves its acting lag (``acting_lag.py``)."""
+    sent_at: float = 0.0
+    """The replay's ``time.time()`` when it answered: steps up to then can be resolved."""
 
 
 class ReplayStats(NamedTuple):

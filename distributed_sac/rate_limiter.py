@@ -113,6 +113,14 @@ class RateLimiter:
         _check_count(n)
         self.samples += n
 
+    def align(self, samples: int) -> None:
+        """Count ``samples`` updates granted: what the learner reports it was granted, when a
+        replay restored from an older snapshot or a learner restored from an older checkpoint
+        meets the other side again (so neither lost nor repeated updates skew the ratio)."""
+        if samples < 0:
+            raise ValueError(f"samples must be >= 0, got {samples}")
+        self.samples = samples
+
     def finish(self) -> None:
         """Collection is over: the learner drains what the ratio allows, then is refused."""
         self.closed = True

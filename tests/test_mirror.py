@@ -211,6 +211,33 @@ def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_
         np.testing.assert_array_equal(x, y)
 
 
+def test_a_learner_or_replay_back_from_an_older_state_aligns_the_ratio_count():
+    server = ReplayServer(_spec(replay_ratio=4.0))
+    ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=8)
+    _add_episodes(server, ref, 4)
+    server.feed("a", 30, granted=0)
+    assert server.limiter.samples == 30
+    server.feed("a", 30, granted=0)  # a known client's count is the replay's own
+    assert server.limiter.samples == 60
+    # A learner restarted from a checkpoint made 25 of those updates: the rest is granted again.
+    server.feed("b", 10, granted=25)
+    assert server.limiter.samples == 35
+
+
+def test_weights_of_a_restarted_learner_replace_the_dead_ones():
+    server = ReplayServer(_spec())
+    ref = Reference(np.random.default_rng(3), max_episode=8, max_chunk=8)
+    server.set_weights(40, ["old40"], 100.0)
+    server.set_weights(30, ["late30"], 101.0)  # older than what it holds: ignored
+    reply = server.add(0, ref.episode_chunks(), [], -1)
+    assert (reply.weights_version, reply.weights) == (40, ["old40"])
+    server.set_weights(20, ["new20"], 102.0, replace=True)
+    reply = server.add(0, ref.episode_chunks(), [], -1, since=0.0)
+    assert (reply.weights_version, reply.weights) == (20, ["new20"])
+    assert reply.publishes == ((20, 102.0),)  # the dead learner's history is gone
+    assert server.add(0, ref.episode_chunks(), [], 20).weights is None  # it has them
+
+
 def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_ratio():
     spec = dataclasses.replace(_spec(), total_steps=45)
     server = ReplayServer(spec)

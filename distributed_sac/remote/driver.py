@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
@@ -36,10 +36,12 @@ from distributed_sac.remote.placement import (
     learner_device,
     learner_options,
     replay_options,
+    wait_until_back,
     worker_options,
 )
 from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
 from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
+from distributed_sac.schedule import Every
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
@@ -67,49 +69,28 @@ class Driver:
         self.run = run
         self.obs_shape = cfg.wrappers.obs_shape
         self.action_dim = ACTION_DIMS[cfg.env]
-        self.device = learner_device(cfg)
-        self.learner = (
-            ray.remote(Learner)
-            .options(**learner_options(self.device, cfg.learner_cpus))
-            .remote(cfg, self.obs_shape, self.action_dim, self.device)
-        )
-        self.node = ray.get(self.learner.node_id.remote())
-        log.info("learner on %s", ray.get(self.learner.describe_device.remote()))
-        if resume and checkpoint is None:
-            checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
-        snapshot = run.checkpoints / REPLAY_SNAPSHOT
+        self.counters = {
+            "worker_restarts": 0,
+            "learner_restarts": 0,
+            "episodes": 0,
+            "pretrain_updates": 0,
+        }
+        self._restarts = [0] * cfg.num_workers
+        self.learner, self.node = self._start_learner()
         self.replay = (
             remote_replay()
             .options(**replay_options(self.node))
-            .remote(ReplaySpec.from_config(cfg, self.action_dim), str(snapshot))
+            .remote(
+                ReplaySpec.from_config(cfg, self.action_dim),
+                str(run.checkpoints / REPLAY_SNAPSHOT),
+            )
         )
         ray.get(self.learner.attach.remote(self.replay))
-        self.counters = {"worker_restarts": 0, "episodes": 0}
-        self._restarts = [0] * cfg.num_workers
+        if resume and checkpoint is None:
+            checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
         if checkpoint is not None:
-            ckpt, payload = checkpoint
-            ray.get(
-                [
-                    self.learner.load_state.remote(payload["agent"]),
-                    self.replay.restore.remote(payload["replay"]),
-                ]
-            )
-            self.counters.update(payload["counters"])
-            log.info("resumed from %s", ckpt)
-        self.evaluator = (
-            ray.remote(Evaluator).options(**evaluator_options(self.node, cfg)).remote(cfg)
-        )
-        # The replay by name, not by handle: see EnvWorker.__init__.
-        self.workers = [
-            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, "replay")
-            for i in range(cfg.num_workers)
-        ]
-        await_placement(
-            {f"env-worker-{i}": w for i, w in enumerate(self.workers)}
-            | {"evaluator": self.evaluator},
-            "ready",
-            cfg.schedule_timeout_s,
-        )
+            self._resume(*checkpoint)
+        self.evaluator, self.workers = self._start_collectors()
         self.wandb = WandbLogger(
             cfg.wandb,
             cfg.wandb_project,
@@ -125,11 +106,49 @@ class Driver:
         self._eval: ray.ObjectRef | None = None
         self._last_eval: dict | None = None
 
+    def _start_learner(self) -> tuple[ray.actor.ActorHandle, str]:
+        self.device = learner_device(self.cfg)
+        learner = (
+            ray.remote(Learner)
+            .options(**learner_options(self.device, self.cfg.learner_cpus))
+            .remote(self.cfg, self.obs_shape, self.action_dim, self.device)
+        )
+        node = ray.get(learner.node_id.remote())
+        log.info("learner on %s", ray.get(learner.describe_device.remote()))
+        return learner, node
+
+    def _resume(self, path: Path, payload: dict) -> None:
+        self.counters.update(payload["counters"])
+        ray.get(
+            [
+                self.learner.load_state.remote(payload["agent"], granted_updates(payload)),
+                self.replay.restore.remote(payload["replay"]),
+            ]
+        )
+        log.info("resumed from %s", path)
+
+    def _start_collectors(self) -> tuple[ray.actor.ActorHandle, list[ray.actor.ActorHandle]]:
+        """The evaluator beside the learner and the env workers, once all are placed."""
+        cfg = self.cfg
+        evaluator = ray.remote(Evaluator).options(**evaluator_options(self.node, cfg)).remote(cfg)
+        # The replay by name, not by handle: see EnvWorker.__init__.
+        workers = [
+            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, "replay")
+            for i in range(cfg.num_workers)
+        ]
+        await_placement(
+            {f"env-worker-{i}": w for i, w in enumerate(workers)} | {"evaluator": evaluator},
+            "ready",
+            cfg.schedule_timeout_s,
+        )
+        return evaluator, workers
+
     def pretrain(self, chunks: list, updates: int) -> None:
         """Load demonstrations into replay and run `updates` learner updates on them first."""
         n = ray.get(self.replay.load_demos.remote(chunks))
         log.info("loaded %d demonstration transitions; pretraining for %d updates", n, updates)
         ray.get(self.learner.pretrain.remote(self.replay, updates))
+        self.counters["pretrain_updates"] += updates
 
     def train(self) -> dict:
         """Run to `total_steps`; Ctrl-C stops cleanly with a final checkpoint."""
@@ -138,43 +157,40 @@ class Driver:
         progress = Progress(cfg.total_steps, initial=start.agent_steps)
         learner_run = self.learner.run.remote(self.replay)
         runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
-        next_log = time.monotonic()
-        next_ckpt = (start.agent_steps // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-        next_eval = (
-            (start.agent_steps // cfg.eval.every + 1) * cfg.eval.every if cfg.eval.every else None
-        )
+        log_due = Every(cfg.log_every_s, time.monotonic())
+        checkpoint_due = Every(cfg.checkpoint_every, start.agent_steps)
+        eval_due = Every(cfg.eval.every, start.agent_steps)
         learner0 = ray.get(self.learner.stats.remote())
         prev = _Previous(time.monotonic(), start.agent_steps, learner0.updates, learner0.wait_s)
         closed = False
         interrupted = _InterruptFlag()
         try:
             while not interrupted.is_set() and learner_run is not None:
-                waiting = list(runs) + [learner_run]
-                timeout = max(0.0, next_log - time.monotonic())
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
+                timeout = max(0.0, log_due.next - time.monotonic())
+                ready, _ = ray.wait([*runs, learner_run], num_returns=1, timeout=timeout)
                 for ref in ready:
                     if ref == learner_run:
-                        self._check(ref)
-                        learner_run = None
+                        learner_run = self._learner_returned(ref)
                     else:
                         self._finish_worker(ref, runs)
                 if not runs and not closed:
                     # Collection is over: the learner drains what the ratio allows, then returns.
                     ray.get(self.replay.close.remote())
                     closed = True
-                if learner_run is not None and time.monotonic() >= next_log:
+                if learner_run is None or not log_due(time.monotonic()):
+                    continue
+                try:
                     record, prev = self._log(prev, progress)
-                    next_log = time.monotonic() + cfg.log_every_s
                     steps = record["agent_steps"]
-                    if next_eval is not None and steps >= next_eval and self._eval is None:
+                    if self._eval is None and eval_due(steps):
                         self._start_eval(steps)
-                        next_eval += cfg.eval.every
-                    if steps >= next_ckpt:
+                    if checkpoint_due(steps):
                         self.checkpoint(steps)
-                        next_ckpt += cfg.checkpoint_every
+                except RayActorError:
+                    continue  # the learner died: its run call fails next and restarts it
             if interrupted.is_set():
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
-                self._stop_all(learner_run, runs)
+                stop_run(self.workers, self.replay, self.learner, [*runs, learner_run])
             elif self._eval is not None:
                 ray.wait([self._eval])  # the last evaluation lands in the final record
         finally:
@@ -189,12 +205,39 @@ class Driver:
             self.wandb.finish()
         return record
 
-    def _check(self, ref: ray.ObjectRef):
+    def _learner_returned(self, ref: ray.ObjectRef) -> ray.ObjectRef | None:
+        """None once the learner's loop has ended; a new run call if its process died."""
         try:
-            return ray.get(ref)
+            ray.get(ref)
+            return None
+        except RayActorError:
+            return self._restart_learner()
         except RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             raise TrainingError(str(cause).strip().splitlines()[-1]) from None
+
+    def _restart_learner(self) -> ray.ObjectRef:
+        """Ray restarts the learner's actor; load the newest checkpoint into it and go on.
+
+        Its mirror resyncs in full (a client the replay does not know), and the replay's rate
+        limiter counts the checkpoint's updates again, so the updates lost with the old process
+        are granted again. Without a checkpoint yet, the pretraining on demonstrations reruns.
+        """
+        self.counters["learner_restarts"] += 1
+        wait_until_back(self.learner, "node_id", self.cfg.schedule_timeout_s)
+        found = latest_run_checkpoint(self.run.checkpoints, self.cfg)
+        if found is not None:
+            ray.get(self.learner.load_state.remote(found[1]["agent"], granted_updates(found[1])))
+            self.counters["pretrain_updates"] = found[1]["counters"].get("pretrain_updates", 0)
+        ray.get(self.learner.attach.remote(self.replay))
+        log.warning(
+            "the learner died; restarted from %s (%d restarts)",
+            found[0] if found is not None else "its initial weights",
+            self.counters["learner_restarts"],
+        )
+        if found is None and self.counters["pretrain_updates"]:
+            ray.get(self.learner.pretrain.remote(self.replay, self.counters["pretrain_updates"]))
+        return self.learner.run.remote(self.replay)
 
     def _finish_worker(self, ref: ray.ObjectRef, runs: dict) -> None:
         index = runs.pop(ref)
@@ -209,18 +252,22 @@ class Driver:
                 index,
                 self.counters["worker_restarts"],
             )
-            runs[self.workers[index].run.remote(self._restarts[index])] = index
+            worker = self.workers[index]
+            wait_until_back(worker, "ready", self.cfg.schedule_timeout_s)
+            runs[worker.run.remote(self._restarts[index])] = index
 
-    def _stop_all(self, learner_run, runs: dict) -> None:
-        for w in self.workers:
-            w.stop.remote()
-        ray.get(self.replay.close.remote())
-        self.learner.stop.remote()
-        ray.wait(
-            list(runs) + ([learner_run] if learner_run else []),
-            num_returns=len(runs) + bool(learner_run),
-            timeout=30,
-        )
+    def _eval_result(self) -> dict | None:
+        """The evaluation's record once it has finished, else None."""
+        if self._eval is None or not ray.wait([self._eval], timeout=0)[0]:
+            return None
+        ref, self._eval = self._eval, None
+        try:
+            self._last_eval = ray.get(ref)
+        except (ObjectLostError, RayActorError) as exc:
+            # Weights of a learner that died since; the next evaluation takes the new ones.
+            log.warning("an evaluation could not run: %s", type(exc).__name__)
+            return None
+        return self._last_eval
 
     def _start_eval(self, steps: int) -> None:
         _, weights = ray.get(self.learner.latest_weights.remote())
@@ -235,11 +282,7 @@ class Driver:
         dt = max(1e-9, now - prev.t)
         self._returns.extend(e.episode_return for e in replay.episodes)
         self.counters["episodes"] = replay.episodes_total
-        if self._eval is not None and ray.wait([self._eval], timeout=0)[0]:
-            self._last_eval, self._eval = ray.get(self._eval), None
-            eval_record = self._last_eval
-        else:
-            eval_record = None
+        eval_record = self._eval_result()
         lag_median, lag_p90 = acting_lag([w.acting_lag for w in workers])
         record = {
             "time": time.time(),
@@ -258,6 +301,7 @@ class Driver:
             "episodes": replay.episodes_total,
             "episode_return_mean": float(np.mean(self._returns)) if self._returns else None,
             "worker_restarts": self.counters["worker_restarts"],
+            "learner_restarts": self.counters["learner_restarts"],
             **{f"loss/{k}": v for k, v in sorted(learner.losses.items())},
         }
         if eval_record is not None:
@@ -308,6 +352,27 @@ class Driver:
         )
         log.info("checkpoint %s", path)
         return path
+
+
+def granted_updates(payload: dict) -> int:
+    """Updates of a checkpoint's learner that the replay's rate limiter granted (all but the
+    pretraining on demonstrations)."""
+    updates = int(payload["agent"]["num_updates"])
+    if "pretrain_updates" in payload["counters"]:
+        return updates - int(payload["counters"]["pretrain_updates"])
+    # Checkpoints from before the count was kept: the limiter's count, at most the updates.
+    return min(updates, int(payload["replay"]["limiter"]["samples"]))
+
+
+def stop_run(workers: list, replay, learner, pending: list, timeout: float = 30.0) -> None:
+    """Stop a run in order, the way a user's Ctrl-C does: workers stop stepping, the replay
+    closes (parked adds answer done), the learner stops; then wait for their ``run`` calls."""
+    for w in workers:
+        w.stop.remote()
+    ray.get(replay.close.remote())
+    learner.stop.remote()
+    pending = [ref for ref in pending if ref is not None]
+    ray.wait(pending, num_returns=len(pending), timeout=timeout)
 
 
 class _Previous(NamedTuple):

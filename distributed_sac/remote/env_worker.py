@@ -4,7 +4,9 @@ Adds to the replay actor stay bounded in flight (a full replay throttles steppin
 them); a throttled add comes back and is sent again. Every add reply names the newest published
 weights, so weights reach the worker without polling the learner; the fetch is non-blocking and
 the worker acts with the weights it has until the newer ones have arrived (RLlib's versioned
-weights, sample-factory's policy lag).
+weights, sample-factory's policy lag). The replies also carry the recent publish history, from
+which the worker measures how far behind the newest published weights each step acted
+(``acting_lag.py``).
 """
 
 from __future__ import annotations
@@ -22,34 +24,13 @@ from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.data import AddReply, WorkerStats
 from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import WorkerTelemetry
+from distributed_sac.remote.weights_client import WeightsClient
 from distributed_sac.rollout import Rollout, worker_seed
 
 ADDS_IN_FLIGHT = 2
-LAG_WINDOW = 4096
+LAG_KEPT = 4096
 """Per-step acting-lag values kept between two ``stats`` calls."""
 FIRST_USE_KEPT = 8
-
-
-class WeightsClient:
-    """Fetches the weights that add replies announce, newest first, without ever blocking."""
-
-    def __init__(self) -> None:
-        self.newest = -1
-        """Newest published version this worker has heard of."""
-        self._fetch: ray.ObjectRef | None = None
-        self._fetch_version = -1
-
-    def offer(self, version: int, weights: list | None, have: int) -> None:
-        self.newest = max(self.newest, version)
-        if weights and version > max(have, self._fetch_version):
-            self._fetch, self._fetch_version = weights[0], version
-
-    def poll(self) -> PolicyWeights | None:
-        """The fetched weights once they have arrived, else None."""
-        if self._fetch is None or not ray.wait([self._fetch], timeout=0)[0]:
-            return None
-        weights, self._fetch = ray.get(self._fetch), None
-        return weights
 
 
 class EnvWorker:
@@ -66,8 +47,8 @@ class EnvWorker:
         self._stop = threading.Event()
         self._global_steps = 0
         self._steps_per_s = 0.0
-        self._lag: deque[int] = deque(maxlen=LAG_WINDOW)
         self._lag_lock = threading.Lock()
+        self._lag_window: deque[int] = deque(maxlen=LAG_KEPT)
         self._first_use: dict[int, float] = {}
         self.telemetry = WorkerTelemetry(index, cfg.wrappers.action_repeat)
 
@@ -97,7 +78,7 @@ class EnvWorker:
             chunks, episodes = self.rollout.step(self.policy if acting else None, explore)
             if acting:
                 with self._lag_lock:
-                    self._lag.extend([self.weights.newest - self.policy.version] * num_envs)
+                    self.weights.acted(num_envs)
             self._global_steps += num_envs
             steps_window += num_envs
             self.telemetry.record_steps(num_envs)
@@ -108,26 +89,22 @@ class EnvWorker:
             while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunks, episodes = adds.popleft()
                 reply: AddReply = ray.get(ref)
-                self.weights.offer(reply.weights_version, reply.weights, self.policy.version)
+                with self._lag_lock:
+                    self.weights.offer(reply)
                 if reply.throttled:
                     adds.appendleft((self._add(chunks, episodes), chunks, episodes))
                     continue
                 self._global_steps, done = reply.agent_steps, reply.done
                 if done:
                     break
-            fetched = self.weights.poll()
-            if fetched is not None and fetched.version > self.policy.version:
-                self.policy.load(fetched)
-                self._first_use[fetched.version] = time.time()
-                while len(self._first_use) > FIRST_USE_KEPT:
-                    del self._first_use[min(self._first_use)]
-                self.telemetry.policy_version(self.policy.version)
+            self._take_weights()
             now = time.monotonic()
             if now - t_window >= 2.0:
                 self._steps_per_s = steps_window / (now - t_window)
                 self.telemetry.steps_per_s(self._steps_per_s)
                 with self._lag_lock:
-                    recent = np.asarray(self._lag, np.int64)[-steps_window:]
+                    recent = self.weights.lag.drain()
+                    self._lag_window.extend(recent.tolist())
                 if recent.size:
                     self.telemetry.acting_lag(*np.percentile(recent, [50, 90]))
                 t_window, steps_window = now, 0
@@ -135,8 +112,26 @@ class EnvWorker:
             ray.get(ref)
         return self.rollout.steps
 
+    def _take_weights(self) -> None:
+        arrived = self.weights.arrived()
+        if arrived is None:
+            return
+        try:
+            weights: PolicyWeights = ray.get(arrived[1])
+        except ray.exceptions.ObjectLostError:
+            self.weights.lost()  # published by a learner that has died since: keep acting
+            return
+        self.policy.load(weights)
+        self.weights.loaded(weights.version)
+        self._first_use[weights.version] = time.time()
+        while len(self._first_use) > FIRST_USE_KEPT:
+            del self._first_use[min(self._first_use)]
+        self.telemetry.policy_version(self.policy.version)
+
     def _add(self, chunks: list, episodes: list) -> ray.ObjectRef:
-        return self.replay.add.remote(self.index, chunks, episodes, self.policy.version)
+        return self.replay.add.remote(
+            self.index, chunks, episodes, self.policy.version, self.weights.since
+        )
 
     def pid(self) -> int:
         """This actor's process id (fault-injection tests kill it)."""
@@ -152,8 +147,8 @@ class EnvWorker:
     def stats(self) -> WorkerStats:
         """Counters, and the per-step acting lag since the last call (drained)."""
         with self._lag_lock:
-            lag = np.asarray(self._lag, np.int64)
-            self._lag.clear()
+            lag = np.concatenate([np.asarray(self._lag_window, np.int64), self.weights.lag.drain()])
+            self._lag_window.clear()
         return WorkerStats(
             worker=self.index,
             steps=self.rollout.steps,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -151,6 +152,9 @@ class Learner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._weights: tuple[int, ray.ObjectRef | None] = (-1, None)
+        self._published_at = 0.0
+        self.granted = 0
+        """Updates the replay's rate limiter granted this learner (not pretraining)."""
         self._publish_times: deque[tuple[int, float]] = deque(maxlen=8)
         self.metrics = MetricsWindow()
         self._wait_s = self._update_s = 0.0
@@ -160,6 +164,10 @@ class Learner:
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        """This actor's process id (fault-injection tests kill it)."""
+        return os.getpid()
 
     def describe_device(self) -> str:
         if self.device == "cuda":
@@ -179,19 +187,20 @@ class Learner:
         return version
 
     def _published(self, version: int, ref: ray.ObjectRef) -> None:
-        self._weights = (version, ref)
-        self._publish_times.append((version, time.time()))
+        self._weights, self._published_at = (version, ref), time.time()
+        self._publish_times.append((version, self._published_at))
         self.telemetry.weights_version(version)
         if self.replay is not None:
-            self.replay.set_weights.remote(version, [ref])
+            self.replay.set_weights.remote(version, [ref], self._published_at)
 
     def attach(self, replay: ray.actor.ActorHandle) -> None:
-        """The replay actor that hands published weights to the workers."""
+        """The replay actor that hands published weights to the workers; this learner's
+        weights replace whatever it holds (those of a learner that died)."""
         self.replay = replay
         self._publisher.flush()
         version, ref = self._weights
         if ref is not None:
-            ray.get(replay.set_weights.remote(version, [ref]))
+            ray.get(replay.set_weights.remote(version, [ref], self._published_at, replace=True))
 
     def latest_weights(self) -> tuple[int, list[ray.ObjectRef] | None]:
         """(version, ``[ref]``) of the newest published weights (evaluator, tests)."""
@@ -257,7 +266,8 @@ class Learner:
             if "alpha" in means:
                 self.telemetry.temperature(means["alpha"])
 
-    def _loop(self, request, max_updates: int | None) -> None:
+    def _loop(self, request, max_updates: int | None, counted: bool = False) -> None:
+        """``counted``: the feeds' updates are the rate limiter's (not pretraining)."""
         pending = deque(request() for _ in range(FEEDS_IN_FLIGHT))
         while pending and not self._stop.is_set():
             t0 = time.monotonic()
@@ -268,8 +278,11 @@ class Learner:
             feed: Feed = ray.get(pending.popleft())
             if feed.done or (max_updates is not None and self.agent.num_updates >= max_updates):
                 break
+            applied = self._apply(feed)
+            if applied and counted:
+                self.granted += feed.updates  # before the next request, which reports it
             pending.append(request())
-            if self._apply(feed):
+            if applied:
                 self._train(feed, max_updates)
         self._read_metrics()
         self.publish(wait=True)
@@ -288,7 +301,11 @@ class Learner:
     def run(self, replay: ray.actor.ActorHandle, max_updates: int | None = None) -> int:
         """Update until the replay reports collection over and drained, ``stop()``, or
         ``max_updates`` in all (benchmarks)."""
-        self._loop(lambda: replay.feed.remote(self._client, UPDATES_PER_FEED), max_updates)
+        self._loop(
+            lambda: replay.feed.remote(self._client, UPDATES_PER_FEED, False, self.granted),
+            max_updates,
+            counted=True,
+        )
         return self.agent.num_updates
 
     def stop(self) -> None:
@@ -311,9 +328,12 @@ class Learner:
         with self._lock:
             return _to_cpu_copy(self.agent.state_dict())
 
-    def load_state(self, state: dict) -> int:
+    def load_state(self, state: dict, granted: int | None = None) -> int:
+        """Load a checkpoint's agent state; ``granted``: how many of its updates the rate
+        limiter granted (the rest were pretraining on demonstrations); by default all."""
         with self._lock:
             self.agent.load_state_dict(state)
+            self.granted = self.agent.num_updates if granted is None else granted
         self.publish(wait=True)
         return self.agent.num_updates
 

@@ -106,7 +106,9 @@ def learner_device(cfg: TrainConfig) -> str:
 
 
 def learner_options(device: str, num_cpus: float = 1.0) -> dict:
-    opts = {"name": "learner", "max_concurrency": 4, "num_cpus": num_cpus}
+    # Restarted if its process dies; the driver reloads the newest checkpoint into it and
+    # starts its update loop again (its calls in flight fail rather than rerun).
+    opts = {"name": "learner", "max_concurrency": 4, "num_cpus": num_cpus, "max_restarts": -1}
     if device == "cuda":
         opts["num_gpus"] = 1
     return opts
@@ -157,6 +159,21 @@ def worker_options(index: int) -> dict:
         "scheduling_strategy": "SPREAD",
         "runtime_env": HEADLESS,
     }
+
+
+def wait_until_back(actor: ray.actor.ActorHandle, probe: str, timeout_s: float) -> None:
+    """Block until an actor that Ray is restarting answers ``probe``: calls made meanwhile
+    fail (``ActorUnavailableError``) instead of waiting for it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(getattr(actor, probe).remote(), timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                msg = f"an actor was not back {timeout_s:.0f} s after it died"
+                raise ClusterError(msg) from None
+            time.sleep(0.2)
 
 
 def await_placement(actors: dict[str, ray.actor.ActorHandle], probe: str, timeout_s: float) -> None:

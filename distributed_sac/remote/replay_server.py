@@ -25,6 +25,7 @@ from collections import deque
 import numpy as np
 import ray
 
+from distributed_sac.acting_lag import PublishHistory
 from distributed_sac.config import ReplayConfig, TrainConfig
 from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats
 from distributed_sac.rate_limiter import RateLimiter
@@ -95,6 +96,7 @@ class ReplayServer:
         self._sent_seq = 0
         self._demos_sent = False
         self._weights: tuple[int, list | None] = (-1, None)
+        self._publishes = PublishHistory()
         self._sample_ages: deque[float] = deque(maxlen=64)
         self.add_wait_s, self.feed_wait_s = ADD_WAIT_S, FEED_WAIT_S
         self.telemetry = ReplayTelemetry()
@@ -113,9 +115,18 @@ class ReplayServer:
 
     @ray.method(concurrency_group="add")
     def add(
-        self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats], have_version: int
+        self,
+        worker: int,
+        chunks: list[Chunk],
+        episodes: list[EpisodeStats],
+        have_version: int,
+        since: float = float("inf"),
     ) -> AddReply:
-        """Insert chunks once the limiter allows, cut at ``total_steps``; see ``AddReply``."""
+        """Insert chunks once the limiter allows, cut at ``total_steps``; see ``AddReply``.
+
+        ``have_version``: the worker's weights; ``since``: time of its oldest step whose acting
+        lag is not yet known (the reply carries the publishes since then).
+        """
         n = sum(c.num_transitions for c in chunks)
         with self._lock:
             deadline = time.monotonic() + self.add_wait_s
@@ -140,6 +151,8 @@ class ReplayServer:
                 throttled,
                 version,
                 ref if version > have_version else None,
+                self._publishes.since(since),
+                time.time(),
             )
 
     @property
@@ -163,6 +176,8 @@ class ReplayServer:
             inserted += chunk.num_transitions
         if inserted:
             self.limiter.insert(inserted)
+            if self.agent_steps >= self.spec.total_steps:
+                self.limiter.finish()  # collection is over: the learner drains to the ratio
             self._worker_steps[worker] = self._worker_steps.get(worker, 0) + inserted
             self.telemetry.inserted(inserted)
             self.telemetry.size(len(self.buffer))
@@ -172,12 +187,19 @@ class ReplayServer:
     # -- the learner --------------------------------------------------------------------------
 
     @ray.method(concurrency_group="feed")
-    def feed(self, client: str, updates: int, pretrain: bool = False) -> Feed:
+    def feed(
+        self, client: str, updates: int, pretrain: bool = False, granted: int | None = None
+    ) -> Feed:
         """New chunks for ``client``'s mirror and index batches for up to ``updates`` updates.
 
         ``pretrain``: demonstrations only, outside the rate limiter (before collection).
+        ``granted``: the updates the learner has been granted in the feeds it received; a
+        client this replay does not know (a restarted learner, or this replay restored from a
+        snapshot) sets the limiter's count to it.
         """
         with self._lock:
+            if granted is not None and not pretrain and client != self._client:
+                self.limiter.align(granted)
             if pretrain:
                 if self.demos is None or len(self.demos) < self.spec.batch_size:
                     raise ValueError("not enough demonstration transitions for one batch")
@@ -259,11 +281,21 @@ class ReplayServer:
         return len(demos)
 
     @ray.method(concurrency_group="control")
-    def set_weights(self, version: int, weights: list) -> None:
-        """The newest published weights (``[ObjectRef]``), handed out with ``add`` replies."""
+    def set_weights(
+        self, version: int, weights: list, published_at: float, replace: bool = False
+    ) -> None:
+        """The newest published weights (``[ObjectRef]``), handed out with ``add`` replies.
+
+        ``replace``: from a learner restarted from a checkpoint, whose versions start lower
+        again (the old learner's weights died with it).
+        """
         with self._lock:
-            if version > self._weights[0]:
-                self._weights = (version, weights)
+            if replace:
+                self._publishes.clear()
+            elif version <= self._weights[0]:
+                return
+            self._weights = (version, weights)
+            self._publishes.add(version, published_at)
 
     @ray.method(concurrency_group="control")
     def latest_weights(self) -> tuple[int, list | None]:
@@ -305,7 +337,9 @@ class ReplayServer:
     def restore(self, state: dict) -> None:
         with self._lock:
             self.limiter.load_state_dict(state["limiter"])
-            self.limiter.closed = False  # a resumed run may collect further (a larger total)
+            # A resumed run may collect further (a larger total); one restored after its last
+            # step stays closed, or its learner would wait for steps that never come.
+            self.limiter.closed = self.agent_steps >= self.spec.total_steps
             self._episodes_total = int(state["episodes_total"])
             self.rng.bit_generator.state = state["rng"]
             self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
