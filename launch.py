@@ -232,10 +232,12 @@ def _train(argv: list[str]) -> int:
 def _eval(argv: list[str]) -> int:
     with _usage_errors():
         cmd = cli(EvalCommand, argv, f"{PROG} eval")
-        from distributed_sac import play
+        from distributed_sac import eval_command
 
-        policy, ckpt, cfg = play.load(cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps)
-    return play.run_loaded(
+        policy, ckpt, cfg = eval_command.load(
+            cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps
+        )
+    return eval_command.run_loaded(
         policy, ckpt, cfg, cmd.episodes, cmd.video, cmd.render, cmd.seed, cmd.max_steps
     )
 

@@ -19,13 +19,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core: the resize matmuls must not spread out
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 
+from benchmarks.report import write_json
 from distributed_sac.carracing_fast import make_car_racing
 from distributed_sac.config import EnvConfig
 from distributed_sac.envs import make_env
@@ -131,10 +131,7 @@ def main() -> None:
             f"{r['speedup']:>8.2f}x{r['resets']:>8d}"
         )
     print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows, "loadavg": os.getloadavg()[0]}, f, indent=2)
+    write_json(args.json, {"rows": rows, "loadavg": os.getloadavg()[0]})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import ray
 import torch
 
+from benchmarks.report import write_json
 from benchmarks.synthetic_worker import random_chunks
 from distributed_sac.config import AgentConfig, ReplayConfig, TrainConfig
 from distributed_sac.data import Batch
@@ -201,9 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"full SAC-AE updates/s fed by workers: {update_per_s:.2f} (standalone {standalone:.2f}); "
         f"inserts {insert_rate:.0f} agent steps/s"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

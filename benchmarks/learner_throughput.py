@@ -9,13 +9,12 @@ update's time too). The table and the JSON list the speedups each path uses
 fused Adam, bf16 autocast (only where the device has bf16 hardware) and torch.compile
 (``--compile``). Example:
 
-    python benchmarks/learner_throughput.py --updates 10 --json bench_out/learner.json
+    python -m benchmarks.learner_throughput --updates 10 --json bench_out/learner.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.report import write_json
 from distributed_sac.config import AgentConfig
 from distributed_sac.data import Batch
 from distributed_sac.sac_ae import SacAeAgent
@@ -148,10 +148,7 @@ def main() -> None:
         f"{meta['torch_threads']}, 1-min load {load_before:.2f} -> "
         f"{meta['loadavg_1min_after']:.2f} (other processes share the CPU)"
     )
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"results": rows, "meta": meta}, f, indent=2)
+    write_json(args.json, {"results": rows, "meta": meta})
 
 
 if __name__ == "__main__":

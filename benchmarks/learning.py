@@ -33,6 +33,7 @@ from pathlib import Path
 import ray
 
 from benchmarks.overrides import override
+from benchmarks.report import write_json
 from distributed_sac.config import TrainConfig
 from distributed_sac.demos import load_demos
 from distributed_sac.presets import PRESETS
@@ -369,9 +370,7 @@ def main() -> None:
                 planned.append((cfg, arm))
         runs = [run_one(cfg, arm, tuple(args.demos), args.pretrain_updates) for cfg, arm in planned]
     summaries = report(runs, thresholds, args.out)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summaries, indent=2))
+    write_json(args.json, summaries)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ Compares the frame-deduplicated ring against the seed layout, which stored the `
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import write_json
 from distributed_sac.data import Chunk
 from distributed_sac.replay import ReplayBuffer, replay_nbytes
 
@@ -105,9 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.capacity, args.batch_size, args.repeats, args.seed)
     print_table(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

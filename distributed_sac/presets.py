@@ -47,28 +47,14 @@ def pendulum_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
     encoder keep what predicts the next latent, which the velocity does. Every other
     hyperparameter is the spec's.
     """
-    cfg = cfg or TrainConfig()
-    return dataclasses.replace(
-        cfg,
-        env="VisualPendulum",
-        num_workers=2 if cfg.num_workers is None else cfg.num_workers,
+    return _cpu_sized(
+        cfg or TrainConfig(),
+        "VisualPendulum",
         total_steps=20_000,
-        wrappers=dataclasses.replace(cfg.wrappers, image_size=32, pendulum_crop=260),
-        agent=dataclasses.replace(
-            cfg.agent,
-            num_filters=16,
-            hidden_dim=256,
-            init_alpha=0.1,
-            tau=0.05,
-            target_update_every=1,
-            augment_pad=0,
-            forward_loss_weight=1.0,
-        ),
-        replay=dataclasses.replace(cfg.replay, min_size=1_000, replay_ratio=1.0),
-        rollout=dataclasses.replace(cfg.rollout, exploration_steps=1_000),
-        eval=dataclasses.replace(cfg.eval, every=2_000, episodes=10),
-        weights_publish_every=50,
-        checkpoint_every=10_000,
+        wrappers={"pendulum_crop": 260},
+        agent={"augment_pad": 0},
+        replay_ratio=1.0,
+        eval_every=2_000,
         log_every_s=5.0,
     )
 
@@ -102,13 +88,37 @@ def carracing_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
     Every other hyperparameter (batch 128, learning rates, gamma, latent 64, 4 conv layers,
     the CarRacing observation rules) is the spec's.
     """
-    cfg = cfg or TrainConfig()
+    return _cpu_sized(
+        cfg or TrainConfig(),
+        "CarRacing",
+        total_steps=100_000,
+        wrappers={},
+        agent={"augment_pad": 2, "bc_weight": 100.0, "alpha_lr": 1e-3},
+        replay_ratio=0.5,
+        eval_every=5_000,
+        log_every_s=10.0,
+    )
+
+
+def _cpu_sized(
+    cfg: TrainConfig,
+    env: str,
+    total_steps: int,
+    wrappers: dict,
+    agent: dict,
+    replay_ratio: float,
+    eval_every: int,
+    log_every_s: float,
+) -> TrainConfig:
+    """What both CPU presets share (32x32 images, 16 filters, hidden 256, tau 0.05 every update,
+    initial temperature 0.1, the forward-model loss, 1k random steps, 10 evaluation episodes),
+    with each one's own fields on top."""
     return dataclasses.replace(
         cfg,
-        env="CarRacing",
+        env=env,
         num_workers=2 if cfg.num_workers is None else cfg.num_workers,
-        total_steps=100_000,
-        wrappers=dataclasses.replace(cfg.wrappers, image_size=32),
+        total_steps=total_steps,
+        wrappers=dataclasses.replace(cfg.wrappers, image_size=32, **wrappers),
         agent=dataclasses.replace(
             cfg.agent,
             num_filters=16,
@@ -116,17 +126,15 @@ def carracing_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
             init_alpha=0.1,
             tau=0.05,
             target_update_every=1,
-            augment_pad=2,
             forward_loss_weight=1.0,
-            bc_weight=100.0,
-            alpha_lr=1e-3,
+            **agent,
         ),
-        replay=dataclasses.replace(cfg.replay, min_size=1_000, replay_ratio=0.5),
+        replay=dataclasses.replace(cfg.replay, min_size=1_000, replay_ratio=replay_ratio),
         rollout=dataclasses.replace(cfg.rollout, exploration_steps=1_000),
-        eval=dataclasses.replace(cfg.eval, every=5_000, episodes=10),
+        eval=dataclasses.replace(cfg.eval, every=eval_every, episodes=10),
         weights_publish_every=50,
         checkpoint_every=10_000,
-        log_every_s=10.0,
+        log_every_s=log_every_s,
     )
 
 

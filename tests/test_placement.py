@@ -1,11 +1,19 @@
-"""Multi-node placement on a `ray.cluster_utils.Cluster`: two nodes, one offering a GPU."""
+"""Runs on a two-node `ray.cluster_utils.Cluster`, one node offering a GPU: where the actors
+are placed, and a second session resuming the first run (its counts and replay restored).
+
+The resume test ends the first run's actors, so it stays last in this module."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pytest
 import ray
+import torch
 from ray.cluster_utils import Cluster
 
+from distributed_sac.remote import session
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
 from tests.conftest import tiny_ray_config
@@ -32,8 +40,9 @@ def two_nodes():
 @pytest.fixture(scope="module")
 def placed(two_nodes, tmp_path_factory):
     _, gpu_node = two_nodes
-    cfg = tiny_ray_config(total_steps=120)
-    run = RunDir.create(tmp_path_factory.mktemp("placement") / "run", cfg)
+    path = tmp_path_factory.mktemp("placement") / "run"
+    cfg = tiny_ray_config(total_steps=120, run_dir=str(path))
+    run = RunDir.create(path, cfg)
     driver = Driver(cfg, run)
     record = driver.train()
     workers = ray.get([w.stats.remote() for w in driver.workers])
@@ -57,3 +66,49 @@ def test_learner_falls_back_to_cpu_without_cuda(placed):
 def test_workers_spread_over_both_nodes(placed):
     _, _, _, workers = placed
     assert len({w.node_id for w in workers}) == 2
+
+
+def _end_actors(driver) -> None:
+    """Kill a finished driver's named actors and wait until their names are free again."""
+    for actor in [driver.learner, driver.replay, driver.evaluator, *driver.workers]:
+        ray.kill(actor)
+    names = ["learner", "replay", "evaluator"]
+    for name in names + [f"env-worker-{i}" for i in range(len(driver.workers))]:
+        while True:
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                break
+            time.sleep(0.1)
+
+
+def test_resume_continues_from_the_checkpoints_counts_and_replay(placed):
+    """A second session on the run directory, as `--resume` plans it, starts from the first
+    session's updates, agent steps and replay, and ends where one uninterrupted run of the
+    whole budget would. (Resume that did nothing would start at 0 and end there too.)"""
+    driver, gpu_node, before, _ = placed
+    cfg = driver.cfg
+    _end_actors(driver)
+    min_size, ratio = cfg.replay.min_size, cfg.replay.replay_ratio
+    assert (before["agent_steps"], before["learner_updates"]) == (
+        120,
+        int(ratio * (120 - min_size)),
+    )
+    plan = session.prepare(
+        dataclasses.replace(cfg, total_steps=200), str(driver.run.path), given={"total_steps"}
+    )
+    assert plan.checkpoint[0].name == "ckpt_000000000120.pt"
+    resumed = Driver(plan.cfg, plan.run, resume=True, checkpoint=plan.checkpoint)
+    learner, replay = ray.get([resumed.learner.stats.remote(), resumed.replay.stats.remote()])
+    assert learner.updates == before["learner_updates"]
+    assert (replay.agent_steps, replay.replay_size) == (120, 120)
+    assert resumed.node == gpu_node.node_id
+    record = resumed.train()
+    assert (record["agent_steps"], record["learner_updates"]) == (
+        200,
+        int(ratio * (200 - min_size)),
+    )
+    later = [r for r in plan.run.read_metrics() if r["time"] > before["time"]]
+    assert later and min(r["agent_steps"] for r in later) >= 120
+    saved = torch.load(plan.run.checkpoints / "ckpt_000000000200.pt", weights_only=True)
+    assert saved["agent"]["num_updates"] == record["learner_updates"]

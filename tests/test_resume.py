@@ -1,4 +1,6 @@
-"""Exact resume: a resumed run makes the same next update; `--resume` continues a run."""
+"""Exact resume: a resumed learner makes the same next update; checkpoints refused or pruned.
+
+A resumed session on Ray (counts and replay restored): tests/test_placement.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from distributed_sac.config import TrainConfig
 from distributed_sac.data import Chunk
 from distributed_sac.presets import tiny_preset
 from distributed_sac.replay import ReplayBuffer
-from distributed_sac.run_dir import RunDir, fingerprint, load_run_checkpoint
+from distributed_sac.run_dir import fingerprint, load_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent
 
 CFG = tiny_preset()
@@ -95,35 +97,3 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
         "ckpt_000000000030.pt",
         "ckpt_000000000040.pt",
     ]
-
-
-@pytest.mark.ray
-def test_resume_continues_the_run_directory(tmp_path, capsys):
-    import launch
-
-    run_dir = tmp_path / "run"
-    common = ["--num-workers", "1", "--learner-cpus", "0"]
-    first = [
-        "train",
-        "--preset",
-        "tiny",
-        "--run-dir",
-        str(run_dir),
-        "--total-steps",
-        "120",
-        "--wandb",
-        "disabled",
-        "--eval.every",
-        "0",
-        *common,
-    ]
-    assert launch.main(first) == 0
-    before = RunDir(run_dir).read_metrics()
-    assert launch.main(["train", "--resume", str(run_dir), "--total-steps", "200", *common]) == 0
-    records = RunDir(run_dir).read_metrics()
-    resumed = records[len(before) :]
-    assert resumed and resumed[0]["learner_updates"] >= before[-1]["learner_updates"]
-    assert resumed[0]["agent_steps"] >= before[-1]["agent_steps"]
-    assert records[-1]["agent_steps"] >= 200
-    assert records[-1]["learner_updates"] == 200 - CFG.replay.min_size
-    assert (run_dir / "checkpoints" / f"ckpt_{records[-1]['agent_steps']:012d}.pt").exists()

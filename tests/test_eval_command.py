@@ -1,4 +1,5 @@
-"""`launch.py eval`: videos that decode, checkpoints that load into the same policy, bad paths."""
+"""`launch.py eval` (`eval_command.py`): videos that decode, checkpoints that load into the same
+policy, bad paths."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import torch
 import launch
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import EnvConfig
+from distributed_sac.eval_command import load, load_policy, resolve
 from distributed_sac.evaluation import beside_agent_view, evaluate
-from distributed_sac.play import load_policy, resolve, run_eval
 from distributed_sac.policy import Policy
 from distributed_sac.presets import tiny_preset
 from distributed_sac.run_dir import RunDir, fingerprint
@@ -112,13 +113,15 @@ def test_checkpoint_loads_into_the_agents_policy(trained_run):
     assert not np.allclose(fresh.act(obs, deterministic=True), expected, atol=1e-3)
 
 
-def test_run_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys):
+def eval_args(path, episodes: int, seed: int, max_steps: int, *flags: str) -> list[str]:
+    return ["eval", str(path), "--episodes", str(episodes), "--seed", str(seed),
+            "--max-steps", str(max_steps), *flags]  # fmt: skip
+
+
+def test_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys):
     cfg, run, agent, ckpt = trained_run
-    video = tmp_path / "videos" / "play.mp4"
-    assert (
-        run_eval(str(run.path), episodes=2, video=str(video), render="none", seed=5, max_steps=6)
-        == 0
-    )
+    video = tmp_path / "videos" / "eval.mp4"
+    assert launch.main(eval_args(run.path, 2, 5, 6, "--video", str(video))) == 0
     reference = Policy(cfg.wrappers.obs_shape, 1, cfg.agent)
     reference.load(agent.policy_weights())
     ref = evaluate(reference, cfg.env, cfg.wrappers, episodes=2, seed=5, max_steps=6)
@@ -134,9 +137,9 @@ def test_run_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, cap
     assert len(frames) == 6 and frames[0].shape == PENDULUM_FRAME
 
 
-def test_run_eval_in_a_human_window(trained_run):
+def test_eval_in_a_human_window(trained_run):
     _, run, _, _ = trained_run
-    assert run_eval(str(run.path), episodes=1, video=None, render="human", seed=0, max_steps=2) == 0
+    assert launch.main(eval_args(run.path, 1, 0, 2, "--render", "human")) == 0
 
 
 def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
@@ -155,7 +158,7 @@ def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
     ]
     for (path, episodes, video, render), message in cases:
         with pytest.raises(ValueError, match=message):
-            run_eval(path, episodes, video, render, seed=0, max_steps=2)
+            load(path, episodes, video, render, max_steps=2)
     assert launch.main(["eval", str(tmp_path / "missing")]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'missing'}: no such run directory or checkpoint file"]

@@ -1,4 +1,9 @@
-"""`launch.py eval`: run a trained policy deterministically, optionally in a window or on video."""
+"""The `launch.py eval` command: load a run's policy, run it deterministically, print returns.
+
+`load` checks the arguments and loads the checkpoint (its errors are usage errors); `run_loaded`
+runs the episodes, optionally in a window or on video. The episodes themselves are
+`evaluation.evaluate`, shared with training-time evaluation.
+"""
 
 from __future__ import annotations
 
@@ -116,16 +121,3 @@ def run_loaded(
     if result.video:
         print(f"video: {result.video}")
     return 0
-
-
-def run_eval(
-    path: str,
-    episodes: int,
-    video: str | None,
-    render: str,
-    seed: int,
-    max_steps: int | None = None,
-) -> int:
-    """Evaluate the newest intact (or given) checkpoint deterministically; print returns."""
-    policy, ckpt, cfg = load(path, episodes, video, render, max_steps)
-    return run_loaded(policy, ckpt, cfg, episodes, video, render, seed, max_steps)
