@@ -34,7 +34,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import dataclasses
-import json
 import statistics
 import tempfile
 import threading
@@ -45,6 +44,7 @@ import numpy as np
 import ray
 import torch
 
+from benchmarks.report import write_json
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.policy import Policy
 from distributed_sac.presets import PRESETS
@@ -323,9 +323,7 @@ def main() -> None:
         f"1-min load {load_before:.2f} -> {meta['loadavg_after']:.2f} "
         "(other processes share the CPU); GPU: none (learner on cpu)"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "meta": meta}, indent=2))
+    write_json(args.json, {"results": results, "meta": meta})
 
 
 if __name__ == "__main__":

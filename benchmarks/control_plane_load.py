@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -37,6 +36,7 @@ import ray
 # isort: split
 import psutil  # Ray ships it (ray/thirdparty_files)
 
+from benchmarks.report import write_json
 from benchmarks.synthetic_worker import SyntheticWorker, random_chunks
 from distributed_sac.config import ReplayConfig
 from distributed_sac.presets import tiny_preset
@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for key, value in result.items():
         print(f"{key:<28}{value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return result
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import threading
@@ -27,6 +26,7 @@ import ray
 from ray._private.internal_api import memory_summary
 from ray.util.state import list_actors
 
+from benchmarks.report import write_json
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.driver import Driver, stop_run
 from distributed_sac.remote.placement import start_local_ray
@@ -161,24 +161,20 @@ def main() -> None:
             f"{'GROWTH' if r['growth'] else 'none'}"
         )
     print(f"1-min load {os.getloadavg()[0]:.2f} (other processes share the CPU)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "trends": rows,
-                    "samples": samples,
-                    "final_record": result,
-                    "run": str(run.path),
-                    "minutes": args.minutes,
-                    "interval_s": args.interval_s,
-                    "warmup_s": warmup_s,
-                    "workers": args.workers,
-                    "cores": cores,
-                },
-                indent=2,
-            )
-        )
+    write_json(
+        args.json,
+        {
+            "trends": rows,
+            "samples": samples,
+            "final_record": result,
+            "run": str(run.path),
+            "minutes": args.minutes,
+            "interval_s": args.interval_s,
+            "warmup_s": warmup_s,
+            "workers": args.workers,
+            "cores": cores,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def test_many_parked_adds_never_block_feed_or_stats(ray_cluster):
         r.throttled
         for r in ray.get([replay.add.remote(0, [_chunk(rng)], [], -1) for _ in range(3)])
     )
-    parked = [replay.add.remote(w, [_chunk(rng)], [], -1) for w in range(40)]
+    # Four times the add threads: parked adds hold every add thread, and more wait for one.
+    parked = [replay.add.remote(w, [_chunk(rng)], [], -1) for w in range(8)]
     stats = ray.get(replay.stats.remote(), timeout=60)
     assert stats.agent_steps == 24
     client = new_client_id()
