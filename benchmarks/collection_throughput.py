@@ -98,7 +98,7 @@ def start_actors(cfg: TrainConfig, n: int, replay_ratio: float) -> tuple:
         .remote(cfg, obs_shape, action_dim, device)
     )
     spec = dataclasses.replace(ReplaySpec.from_config(cfg, action_dim), cfg=rcfg, total_steps=NEVER)
-    replay = remote_replay().options(num_cpus=0).remote(spec)
+    replay = remote_replay(n).options(num_cpus=0).remote(spec)
     ray.get(learner.attach.remote(replay))
     workers = [
         ray.remote(EnvWorker).options(num_cpus=1, max_concurrency=2).remote(i, cfg, replay)

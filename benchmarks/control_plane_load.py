@@ -105,11 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
     folder = tempfile.mkdtemp(prefix="control-plane-")
     try:
         spec = ReplaySpec.from_config(cfg, 1)
-        replay = remote_replay().options(num_cpus=1).remote(spec, str(Path(folder) / "replay"))
+        snapshot = str(Path(folder) / "replay")
+        replay = remote_replay(args.workers).options(num_cpus=1).remote(spec, snapshot)
         rng = np.random.default_rng(0)
         fill = random_chunks(rng, 16, obs[1:], obs[0], CHUNK)
         for _ in range(0, args.capacity // CHUNK, 16):
-            ray.get(replay.add.remote(0, fill, [], 0))
+            ray.get(replay.add.remote(0, fill, []))
         learner = (
             ray.remote(GapLearner)
             .options(max_concurrency=4, num_cpus=1)

@@ -86,7 +86,7 @@ class Inserter:
         self.chunks = random_chunks(rng, 8, OBS[1:], OBS[0], CHUNK)
 
     def fill(self, replay, n: int) -> None:
-        ray.get([replay.add.remote(0, [self.chunks[i % 8]], [], 0) for i in range(n // CHUNK)])
+        ray.get([replay.add.remote(0, [self.chunks[i % 8]], []) for i in range(n // CHUNK)])
 
     def stop(self) -> None:
         self._stop = True
@@ -94,7 +94,7 @@ class Inserter:
     def run(self, replay, rate: float) -> tuple[int, float]:
         start, added = time.monotonic(), 0
         while not self._stop:
-            ray.get(replay.add.remote(1, [self.chunks[added // CHUNK % 8]], [], 0))
+            ray.get(replay.add.remote(1, [self.chunks[added // CHUNK % 8]], []))
             added += CHUNK
             time.sleep(max(0.0, start + added / rate - time.monotonic()))
         return added, time.monotonic() - start

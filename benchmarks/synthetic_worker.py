@@ -1,9 +1,9 @@
 """A synthetic env worker for load tests: prerecorded chunks, numpy only (no torch import).
 
 It pushes chunks to the real replay at a steady rate, the way ``EnvWorker`` does (two adds in
-flight, throttled adds sent again), and takes weights from the add replies with the env
-workers' ``WeightsClient``; "loading" them is having the object on its node, so the per-step
-acting lag is measured as the real worker measures it, without unpickling torch weights.
+flight, throttled adds sent again), and takes weights as they do, with ``WeightsClient`` (a
+``weights`` call parked on the replay); "loading" them is having the object on its node, so the
+per-step acting lag is measured as the real worker measures it, without unpickling torch weights.
 """
 
 from __future__ import annotations
@@ -37,43 +37,50 @@ def random_chunks(
 
 
 class SyntheticWorker:
+    """Steps at ``steps_per_s`` (a step is a sleep), adds a prerecorded chunk every ``chunk``
+    steps, and checks for new weights every step, as ``EnvWorker`` does."""
+
     def __init__(self, index: int, frame_shape, stack: int, chunk: int, steps_per_s: float):
         rng = np.random.default_rng(index)
         self.index, self.chunk, self.rate = index, chunk, steps_per_s
         self.chunks = random_chunks(rng, 4, frame_shape, stack, chunk)
         self._stop = threading.Event()
-        self.weights = WeightsClient()
+        self._lock = threading.Lock()
+        self.weights = None
 
     def stop(self) -> None:
         self._stop.set()
 
     def lag(self) -> np.ndarray:
         """Per-step acting lag resolved since the last call."""
-        return self.weights.lag.drain()
+        with self._lock:
+            return self.weights.lag.drain() if self.weights else np.empty(0, np.int64)
 
     def run(self, replay) -> int:
         adds: deque = deque()
         start, steps = time.monotonic(), 0
+        with self._lock:
+            self.weights = WeightsClient(replay)
 
         def add(chunk: Chunk) -> ray.ObjectRef:
-            w = self.weights
-            return replay.add.remote(self.index, [chunk], [], w.version, w.since)
+            return replay.add.remote(self.index, [chunk], [])
 
         while not self._stop.is_set():
-            time.sleep(max(0.0, start + (steps + self.chunk) / self.rate - time.monotonic()))
-            self.weights.acted(self.chunk)  # one chunk's steps, acted with the weights held now
-            chunk = self.chunks[(steps // self.chunk) % 4]
-            steps += self.chunk
-            adds.append((add(chunk), chunk))
+            time.sleep(max(0.0, start + (steps + 1) / self.rate - time.monotonic()))
+            steps += 1
+            with self._lock:
+                self.weights.acted(1)
+                arrived = self.weights.poll()
+            if arrived is not None:
+                self.weights.loaded(arrived[0])
+            if steps % self.chunk == 0:
+                chunk = self.chunks[(steps // self.chunk) % 4]
+                adds.append((add(chunk), chunk))
             while len(adds) > 2 or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunk = adds.popleft()
                 reply: AddReply = ray.get(ref)
-                self.weights.offer(reply)
                 if reply.throttled:
                     adds.appendleft((add(chunk), chunk))
-            arrived = self.weights.arrived()
-            if arrived is not None:
-                self.weights.loaded(arrived[0])
         for ref, _ in adds:
             ray.get(ref)
         return steps

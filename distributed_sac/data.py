@@ -112,15 +112,20 @@ class AddReply(NamedTuple):
     """Collection reached ``total_steps`` (or was closed): the worker stops."""
     throttled: bool
     """The rate limiter held the chunks for the whole wait: send them again."""
-    weights_version: int
-    """Newest published weights version the replay knows."""
+
+
+class WeightsReply(NamedTuple):
+    """The replay's answer to a worker's ``weights`` call, sent once there is news."""
+
+    version: int
+    """Newest published weights version the replay knows (-1: none yet)."""
     weights: list | None
-    """``[ObjectRef]`` of those weights when newer than the worker's (a list keeps Ray from
-    resolving it), else None."""
-    publishes: tuple[tuple[int, float], ...] = ()
+    """``[ObjectRef]`` of those weights when they differ from the worker's (a list keeps Ray
+    from resolving it), else None."""
+    publishes: tuple[tuple[int, float], ...]
     """(version, ``time.time()`` published) since the worker's oldest unresolved step, and the
     last one before it: what resolves its acting lag (``acting_lag.py``)."""
-    sent_at: float = 0.0
+    sent_at: float
     """The replay's ``time.time()`` when it answered: steps up to then can be resolved."""
 
 

@@ -28,7 +28,7 @@ def _chunk(rng: np.random.Generator) -> Chunk:
 def test_many_parked_adds_never_block_feed_or_stats(ray_cluster):
     ray = ray_cluster
     # Two add threads: the old single-pool actor deadlocked once its slots held parked adds.
-    groups = {"add": 2, "feed": 1, "control": 1, "snapshot": 1}
+    groups = {"add": 2, "feed": 1, "control": 1, "snapshot": 1, "weights": 1}
     cfg = ReplayConfig(capacity=4096, min_size=16, replay_ratio=1.0, ratio_tolerance=0.0)
     spec = ReplaySpec(cfg, SHAPE, STACK, 1, 4, 10**9, 0, chunk_length=T, max_insert=T)
     replay = ray.remote(concurrency_groups=groups)(ReplayServer).options(num_cpus=0).remote(spec)
@@ -36,11 +36,10 @@ def test_many_parked_adds_never_block_feed_or_stats(ray_cluster):
     # min_size and one chunk: with a slack of ratio * chunk + 1 = 9 updates the limiter then
     # holds every further add until the learner samples.
     assert not any(
-        r.throttled
-        for r in ray.get([replay.add.remote(0, [_chunk(rng)], [], -1) for _ in range(3)])
+        r.throttled for r in ray.get([replay.add.remote(0, [_chunk(rng)], []) for _ in range(3)])
     )
     # Four times the add threads: parked adds hold every add thread, and more wait for one.
-    parked = [replay.add.remote(w, [_chunk(rng)], [], -1) for w in range(8)]
+    parked = [replay.add.remote(w, [_chunk(rng)], []) for w in range(8)]
     stats = ray.get(replay.stats.remote(), timeout=60)
     assert stats.agent_steps == 24
     client = new_client_id()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,7 +105,7 @@ def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
     n = 0
     for _ in range(episodes):
         for chunk in ref.episode_chunks():
-            reply = server.add(0, [chunk], [], -1)
+            reply = server.add(0, [chunk], [])
             assert not reply.throttled
             n += 1
     return n
@@ -224,18 +226,32 @@ def test_a_learner_or_replay_back_from_an_older_state_aligns_the_ratio_count():
     assert server.limiter.samples == 35
 
 
-def test_weights_of_a_restarted_learner_replace_the_dead_ones():
+def test_weights_calls_answer_on_news_and_a_restarted_learner_replaces_the_dead_ones():
     server = ReplayServer(_spec())
-    ref = Reference(np.random.default_rng(3), max_episode=8, max_chunk=8)
+    # Nothing published: the call waits its time out and answers with no weights.
+    assert server.weights(-1, wait_s=0.01).weights is None
     server.set_weights(40, ["old40"], 100.0)
     server.set_weights(30, ["late30"], 101.0)  # older than what it holds: ignored
-    reply = server.add(0, ref.episode_chunks(), [], -1)
-    assert (reply.weights_version, reply.weights) == (40, ["old40"])
+    reply = server.weights(-1, wait_s=0.01)
+    assert (reply.version, reply.weights) == (40, ["old40"])
+    assert server.weights(40, wait_s=0.01).weights is None  # it has them: no news
     server.set_weights(20, ["new20"], 102.0, replace=True)
-    reply = server.add(0, ref.episode_chunks(), [], -1, since=0.0)
-    assert (reply.weights_version, reply.weights) == (20, ["new20"])
+    reply = server.weights(40, since=0.0, wait_s=0.01)  # lower, but what acts now
+    assert (reply.version, reply.weights) == (20, ["new20"])
     assert reply.publishes == ((20, 102.0),)  # the dead learner's history is gone
-    assert server.add(0, ref.episode_chunks(), [], 20).weights is None  # it has them
+
+
+def test_a_parked_weights_call_answers_when_weights_are_published():
+    server = ReplayServer(_spec())
+    server.set_weights(0, ["v0"], 1.0)
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(r=server.weights(0, wait_s=60)))
+    thread.start()
+    time.sleep(0.05)
+    assert thread.is_alive()  # parked: nothing new yet
+    server.set_weights(10, ["v10"], 2.0)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and answer["r"].weights == ["v10"]
 
 
 def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_ratio():
@@ -246,7 +262,7 @@ def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_r
     done = False
     while not done:
         chunks = ref.episode_chunks()
-        reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)], -1)
+        reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)])
         learner_feed = server.feed("l", 100)
         done = reply.done
     assert server.agent_steps == server.buffer.total_added == 45

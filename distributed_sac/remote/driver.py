@@ -2,7 +2,7 @@
 
 Data flows one way: EnvWorker.run -> ReplayServer.add -> ReplayServer.feed (new chunks once,
 index batches) -> Learner mirror -> SacAeAgent.update -> Learner.publish -> ReplayServer hands
-the newest weights to each worker with its next add reply.
+the newest weights to each worker's parked ``weights`` call.
 
 A run ends in order: collection stops at ``total_steps`` exactly (the replay cuts the last
 chunk), the driver closes the replay, the learner drains the updates the ratio still allows,
@@ -78,7 +78,7 @@ class Driver:
         self._restarts = [0] * cfg.num_workers
         self.learner, self.node = self._start_learner()
         self.replay = (
-            remote_replay()
+            remote_replay(cfg.num_workers)
             .options(**replay_options(self.node))
             .remote(
                 ReplaySpec.from_config(cfg, self.action_dim),

@@ -1,9 +1,10 @@
 """Env-worker actor: steps K environments, ships chunks to replay, takes the weights it is given.
 
 Adds to the replay actor stay bounded in flight (a full replay throttles stepping through
-them); a throttled add comes back and is sent again. Every add reply names the newest published
-weights, so weights reach the worker without polling the learner; the fetch is non-blocking and
-the worker acts with the weights it has until the newer ones have arrived (RLlib's versioned
+them); a throttled add comes back and is sent again. New weights come from a ``weights`` call
+kept parked on the replay, which answers when the learner publishes (``weights_client.py``),
+so weights reach the worker without polling the learner; the fetch is non-blocking and the
+worker acts with the weights it has until the newer ones have arrived (RLlib's versioned
 weights, sample-factory's policy lag). The replies also carry the recent publish history, from
 which the worker measures how far behind the newest published weights each step acted
 (``acting_lag.py``).
@@ -58,7 +59,7 @@ class EnvWorker:
         cfg = self.cfg
         self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
         self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)
-        self.weights = WeightsClient()
+        self.weights = WeightsClient(self.replay)
 
     def run(self, restarts: int = 0) -> int:
         """Step until the replay reports collection done or ``stop()``; returns steps.
@@ -89,8 +90,6 @@ class EnvWorker:
             while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunks, episodes = adds.popleft()
                 reply: AddReply = ray.get(ref)
-                with self._lag_lock:
-                    self.weights.offer(reply)
                 if reply.throttled:
                     adds.appendleft((self._add(chunks, episodes), chunks, episodes))
                     continue
@@ -113,7 +112,8 @@ class EnvWorker:
         return self.rollout.steps
 
     def _take_weights(self) -> None:
-        arrived = self.weights.arrived()
+        with self._lag_lock:
+            arrived = self.weights.poll()
         if arrived is None:
             return
         try:
@@ -129,9 +129,7 @@ class EnvWorker:
         self.telemetry.policy_version(self.policy.version)
 
     def _add(self, chunks: list, episodes: list) -> ray.ObjectRef:
-        return self.replay.add.remote(
-            self.index, chunks, episodes, self.policy.version, self.weights.since
-        )
+        return self.replay.add.remote(self.index, chunks, episodes)
 
     def pid(self) -> int:
         """This actor's process id (fault-injection tests kill it)."""

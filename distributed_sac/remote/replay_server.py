@@ -11,6 +11,10 @@ guards the buffer; each side waits on its own condition and is woken one call at
 (``notify(1)``, passed on while the limiter still allows), never all at once. A throttled
 ``add`` waits at most ``ADD_WAIT_S`` and then answers ``throttled`` so the worker sends it again
 (Reverb's rate-limiter timeouts), so no call holds a thread forever.
+
+Weights reach the env workers without polling the learner: the learner hands each publish to
+``set_weights``, and every worker keeps one ``weights`` call parked here (a thread each in
+their own group), answered as soon as a publish differs from what the worker has.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import ray
 
 from distributed_sac.acting_lag import PublishHistory
 from distributed_sac.config import ReplayConfig, TrainConfig
-from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats
+from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats, WeightsReply
 from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
 from distributed_sac.replay import ReplayBuffer, mix_indices
@@ -37,8 +41,11 @@ ADD_WAIT_S = 1.0
 """Longest an ``add`` waits on the rate limiter before answering ``throttled``."""
 FEED_WAIT_S = 0.5
 """Longest a ``feed`` waits for the limiter to allow one update before answering with none."""
-CONCURRENCY_GROUPS = {"add": 8, "feed": 1, "control": 4, "snapshot": 1}
-"""Threads per kind of call: ``feed`` is one thread so its chunks go out in order."""
+WEIGHTS_WAIT_S = 5.0
+"""Longest a worker's ``weights`` call waits for news before answering with none."""
+CONCURRENCY_GROUPS = {"add": 8, "feed": 1, "control": 4, "snapshot": 1, "weights": 1}
+"""Threads per kind of call: ``feed`` is one thread so its chunks go out in order;
+``weights`` gets one per env worker (``remote_replay``), each parked until a publish."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +96,7 @@ class ReplayServer:
         self._lock = threading.Lock()
         self._insert_ready = threading.Condition(self._lock)
         self._sample_ready = threading.Condition(self._lock)
+        self._weights_changed = threading.Condition(self._lock)
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
         self._worker_steps: dict[int, int] = {}
@@ -98,7 +106,11 @@ class ReplayServer:
         self._weights: tuple[int, list | None] = (-1, None)
         self._publishes = PublishHistory()
         self._sample_ages: deque[float] = deque(maxlen=64)
-        self.add_wait_s, self.feed_wait_s = ADD_WAIT_S, FEED_WAIT_S
+        self.add_wait_s, self.feed_wait_s, self.weights_wait_s = (
+            ADD_WAIT_S,
+            FEED_WAIT_S,
+            WEIGHTS_WAIT_S,
+        )
         self.telemetry = ReplayTelemetry()
         self._snapshots = SnapshotWriter(snapshot) if snapshot else None
         manifest = restore_snapshot(snapshot, self.buffer) if snapshot else None
@@ -114,19 +126,8 @@ class ReplayServer:
     # -- env workers --------------------------------------------------------------------------
 
     @ray.method(concurrency_group="add")
-    def add(
-        self,
-        worker: int,
-        chunks: list[Chunk],
-        episodes: list[EpisodeStats],
-        have_version: int,
-        since: float = float("inf"),
-    ) -> AddReply:
-        """Insert chunks once the limiter allows, cut at ``total_steps``; see ``AddReply``.
-
-        ``have_version``: the worker's weights; ``since``: time of its oldest step whose acting
-        lag is not yet known (the reply carries the publishes since then).
-        """
+    def add(self, worker: int, chunks: list[Chunk], episodes: list[EpisodeStats]) -> AddReply:
+        """Insert chunks once the limiter allows, cut at ``total_steps``; see ``AddReply``."""
         n = sum(c.num_transitions for c in chunks)
         with self._lock:
             deadline = time.monotonic() + self.add_wait_s
@@ -144,16 +145,7 @@ class ReplayServer:
                 self._sample_ready.notify()
                 if self.limiter.can_insert(self.spec.max_insert):
                     self._insert_ready.notify()  # pass the turn on, one waiter at a time
-            version, ref = self._weights
-            return AddReply(
-                self.agent_steps,
-                self._done,
-                throttled,
-                version,
-                ref if version > have_version else None,
-                self._publishes.since(since),
-                time.time(),
-            )
+            return AddReply(self.agent_steps, self._done, throttled)
 
     @property
     def _done(self) -> bool:
@@ -296,11 +288,30 @@ class ReplayServer:
                 return
             self._weights = (version, weights)
             self._publishes.add(version, published_at)
+            self._weights_changed.notify_all()  # every parked worker wants these
 
-    @ray.method(concurrency_group="control")
-    def latest_weights(self) -> tuple[int, list | None]:
-        """(version, ``[ObjectRef]``) of the newest weights the replay knows."""
-        return self._weights
+    @ray.method(concurrency_group="weights")
+    def weights(
+        self, have_version: int, since: float = float("inf"), wait_s: float | None = None
+    ) -> WeightsReply:
+        """The newest weights once they differ from ``have_version`` (a publish, or a restarted
+        learner's), waiting at most ``wait_s`` (``WEIGHTS_WAIT_S``) for them: each worker keeps
+        one such call in flight, so weights reach it as soon as they are published.
+
+        ``since``: time of the worker's oldest step whose acting lag is not yet known.
+        """
+        deadline = time.monotonic() + (self.weights_wait_s if wait_s is None else wait_s)
+        with self._lock:
+            while not self._done and (self._weights[1] is None or self._weights[0] == have_version):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._weights_changed.wait(left)
+            version, ref = self._weights
+            news = ref is not None and version != have_version
+            return WeightsReply(
+                version, ref if news else None, self._publishes.since(since), time.time()
+            )
 
     @ray.method(concurrency_group="control")
     def close(self) -> None:
@@ -308,6 +319,7 @@ class ReplayServer:
         with self._lock:
             self.limiter.finish()
             self._insert_ready.notify_all()  # once per run: every parked add must answer done
+            self._weights_changed.notify_all()
             self._sample_ready.notify()
 
     # -- checkpoints and monitoring -----------------------------------------------------------
@@ -386,7 +398,8 @@ def new_client_id() -> str:
     return uuid.uuid4().hex
 
 
-def remote_replay() -> ray.actor.ActorClass:
+def remote_replay(workers: int = 1) -> ray.actor.ActorClass:
     """``ReplayServer`` as a Ray actor class with its concurrency groups (which Ray takes only
-    here, not in ``.options``)."""
-    return ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(ReplayServer)
+    here, not in ``.options``): a ``weights`` thread per env worker, and two for restarts."""
+    groups = {**CONCURRENCY_GROUPS, "weights": workers + 2}
+    return ray.remote(concurrency_groups=groups)(ReplayServer)

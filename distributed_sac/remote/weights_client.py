@@ -1,6 +1,9 @@
-"""The worker side of weight delivery: take what add replies announce, measure the acting lag.
+"""The worker side of weight delivery: one ``weights`` call parked on the replay at all times.
 
-Numpy and Ray only (no torch), so the load test's synthetic workers use it as the env workers do.
+The replay answers it as soon as new weights are published, so a worker acts with the newest
+weights within one publish plus one transfer, without polling the learner. The reply also
+carries the publish history that resolves the worker's acting lag (``acting_lag.py``). Numpy
+and Ray only (no torch), so the load test's synthetic workers use it as the env workers do.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ import time
 import ray
 
 from distributed_sac.acting_lag import ActingLag
-from distributed_sac.data import AddReply
+from distributed_sac.data import WeightsReply
 
 
 class WeightsClient:
-    """Fetches the newest weights the add replies name, without ever blocking the worker."""
+    """Keeps a ``weights`` call in flight and fetches what it names, never blocking."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay: ray.actor.ActorHandle) -> None:
+        self.replay = replay
         self.version = -1
         """The version acting now (-1: none yet)."""
         self.lag = ActingLag()
+        self._call: ray.ObjectRef | None = None
         self._fetch: ray.ObjectRef | None = None
         self._fetch_version = -1
 
@@ -28,20 +33,18 @@ class WeightsClient:
         if self.version >= 0:
             self.lag.step(time.time(), self.version, n)
 
-    @property
-    def since(self) -> float:
-        """Passed with each ``add``: the publish history the replay should answer with."""
-        return self.lag.since
-
-    def offer(self, reply: AddReply) -> None:
-        self.lag.resolve(reply.publishes, reply.sent_at)
-        version = reply.weights_version
-        if reply.weights and version > max(self.version, self._fetch_version):
-            self._fetch, self._fetch_version = reply.weights[0], version
-
-    def arrived(self) -> tuple[int, ray.ObjectRef] | None:
-        """(version, ref) of fetched weights once they are on this node, else None; the caller
-        loads them and calls ``loaded``."""
+    def poll(self) -> tuple[int, ray.ObjectRef] | None:
+        """Call once per step: (version, ref) of new weights once they are on this node, for
+        the caller to load and then call ``loaded``; else None."""
+        if self._call is not None and ray.wait([self._call], timeout=0)[0]:
+            reply: WeightsReply = ray.get(self._call)
+            self._call = None
+            self.lag.resolve(reply.publishes, reply.sent_at)
+            if reply.weights and reply.version not in (self.version, self._fetch_version):
+                self._fetch, self._fetch_version = reply.weights[0], reply.version
+        if self._call is None:
+            have = self._fetch_version if self._fetch is not None else self.version
+            self._call = self.replay.weights.remote(have, self.lag.since)
         if self._fetch is None or not ray.wait([self._fetch], timeout=0, fetch_local=True)[0]:
             return None
         ref, self._fetch = self._fetch, None
