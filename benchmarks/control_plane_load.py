@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
         "snapshot_transitions": snapshot.get("size"),
         "rss_growth_mb": rss1 - rss0,
         "rss_slope_mb_per_min": _slope_per_min(rss, snapshot.get("end", t_start)),
+        "rss_mb_samples": [[round(t - t_start, 1), round(mb, 1)] for t, mb in rss],
+        "snapshot_start_s": snapshot.get("start", np.nan) - t_start,
         "acting_lag_median_updates": float(np.median(lags)) if lags.size else None,
         "acting_lag_p90_updates": float(np.percentile(lags, 90)) if lags.size else None,
         "publish_every": args.publish_every,
@@ -189,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
         "agent_steps_per_s": (s1.agent_steps - s0.agent_steps) / args.seconds,
     }
     for key, value in result.items():
-        print(f"{key:<28}{value}")
+        if key != "rss_mb_samples":
+            print(f"{key:<28}{value}")
     write_json(args.json, result)
     return result
 

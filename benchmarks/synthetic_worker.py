@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from distributed_sac.data import AddReply, Chunk
-from distributed_sac.remote.weights_client import WeightsClient
+from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
 
 
 def random_chunks(
@@ -70,17 +70,22 @@ class SyntheticWorker:
             steps += 1
             with self._lock:
                 self.weights.acted(1)
-                arrived = self.weights.poll()
-            if arrived is not None:
-                self.weights.loaded(arrived[0])
             if steps % self.chunk == 0:
                 chunk = self.chunks[(steps // self.chunk) % 4]
                 adds.append((add(chunk), chunk))
+            blocked = 0.0
             while len(adds) > 2 or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunk = adds.popleft()
+                t0 = time.monotonic()
                 reply: AddReply = ray.get(ref)
+                blocked += time.monotonic() - t0
                 if reply.throttled:
                     adds.appendleft((add(chunk), chunk))
+            with self._lock:
+                w = self.weights
+                arrived = w.refresh() if blocked > REFRESH_AFTER_S else w.poll()
+            if arrived is not None:
+                self.weights.loaded(arrived[0])
         for ref, _ in adds:
             ray.get(ref)
         return steps

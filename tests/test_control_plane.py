@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Chunk
-from distributed_sac.remote.replay_server import ReplayServer, ReplaySpec, new_client_id
+from distributed_sac.remote.replay_server import (
+    ReplayServer,
+    ReplaySpec,
+    new_client_id,
+    remote_replay,
+)
+from distributed_sac.remote.weights_client import WeightsClient
 
 pytestmark = pytest.mark.ray
 
@@ -48,3 +56,32 @@ def test_many_parked_adds_never_block_feed_or_stats(ray_cluster):
     replies = ray.get(parked, timeout=300)  # bounded waits: every parked add answers
     assert any(r.throttled for r in replies)  # ... some of them: "send again"
     assert ray.get(replay.stats.remote(), timeout=60).agent_steps > 24
+
+
+def _until(fn, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while (value := fn()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return value
+
+
+def test_workers_get_each_publish_from_their_parked_call_and_measure_the_lag(ray_cluster):
+    ray = ray_cluster
+    cfg = ReplayConfig(capacity=256, min_size=16)
+    spec = ReplaySpec(cfg, SHAPE, STACK, 1, 4, 10**9, 0, chunk_length=T, max_insert=T)
+    replay = remote_replay(workers=1).options(num_cpus=0).remote(spec)
+    client = WeightsClient(replay)
+    assert client.poll() is None  # parks a call: nothing is published yet
+    ray.get(replay.set_weights.remote(10, [ray.put("w10")], time.time()))
+    version, ref = _until(client.poll)  # the parked call answered the publish
+    assert (version, ray.get(ref)) == (10, "w10")
+    client.loaded(10)
+    client.acted(5)
+    ray.get(replay.set_weights.remote(20, [ray.put("w20")], time.time()))
+    time.sleep(0.01)
+    client.acted(3)  # still version 10, with 20 out: 10 updates behind
+    version, ref = client.refresh()  # after a blocked add: the newest, without waiting
+    assert (version, ray.get(ref)) == (20, "w20")
+    client.loaded(20)
+    np.testing.assert_array_equal(client.lag.drain(), [0] * 5 + [10] * 3)

@@ -25,7 +25,7 @@ from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.data import AddReply, WorkerStats
 from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import WorkerTelemetry
-from distributed_sac.remote.weights_client import WeightsClient
+from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
 from distributed_sac.rollout import Rollout, worker_seed
 
 ADDS_IN_FLIGHT = 2
@@ -87,16 +87,19 @@ class EnvWorker:
                 self.telemetry.record_episode(episode.episode_return, episode.length)
             if chunks or episodes:
                 adds.append((self._add(chunks, episodes), chunks, episodes))
+            blocked = 0.0
             while len(adds) > ADDS_IN_FLIGHT or (adds and ray.wait([adds[0][0]], timeout=0)[0]):
                 ref, chunks, episodes = adds.popleft()
+                t0 = time.monotonic()
                 reply: AddReply = ray.get(ref)
+                blocked += time.monotonic() - t0
                 if reply.throttled:
                     adds.appendleft((self._add(chunks, episodes), chunks, episodes))
                     continue
                 self._global_steps, done = reply.agent_steps, reply.done
                 if done:
                     break
-            self._take_weights()
+            self._take_weights(refresh=blocked > REFRESH_AFTER_S)
             now = time.monotonic()
             if now - t_window >= 2.0:
                 self._steps_per_s = steps_window / (now - t_window)
@@ -111,9 +114,9 @@ class EnvWorker:
             ray.get(ref)
         return self.rollout.steps
 
-    def _take_weights(self) -> None:
+    def _take_weights(self, refresh: bool = False) -> None:
         with self._lag_lock:
-            arrived = self.weights.poll()
+            arrived = self.weights.refresh() if refresh else self.weights.poll()
         if arrived is None:
             return
         try:

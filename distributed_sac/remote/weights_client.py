@@ -15,6 +15,9 @@ import ray
 from distributed_sac.acting_lag import ActingLag
 from distributed_sac.data import WeightsReply
 
+REFRESH_AFTER_S = 0.2
+"""A worker blocked this long on a throttled replay calls ``refresh`` before it steps again."""
+
 
 class WeightsClient:
     """Keeps a ``weights`` call in flight and fetches what it names, never blocking."""
@@ -33,20 +36,36 @@ class WeightsClient:
         if self.version >= 0:
             self.lag.step(time.time(), self.version, n)
 
+    @property
+    def _have(self) -> int:
+        return self._fetch_version if self._fetch is not None else self.version
+
+    def _take(self, reply: WeightsReply) -> None:
+        self.lag.resolve(reply.publishes, reply.sent_at)
+        if reply.weights and reply.version not in (self.version, self._fetch_version):
+            self._fetch, self._fetch_version = reply.weights[0], reply.version
+
     def poll(self) -> tuple[int, ray.ObjectRef] | None:
         """Call once per step: (version, ref) of new weights once they are on this node, for
         the caller to load and then call ``loaded``; else None."""
         if self._call is not None and ray.wait([self._call], timeout=0)[0]:
-            reply: WeightsReply = ray.get(self._call)
-            self._call = None
-            self.lag.resolve(reply.publishes, reply.sent_at)
-            if reply.weights and reply.version not in (self.version, self._fetch_version):
-                self._fetch, self._fetch_version = reply.weights[0], reply.version
+            reply, self._call = ray.get(self._call), None
+            self._take(reply)
         if self._call is None:
-            have = self._fetch_version if self._fetch is not None else self.version
-            self._call = self.replay.weights.remote(have, self.lag.since)
+            self._call = self.replay.weights.remote(self._have, self.lag.since)
         if self._fetch is None or not ray.wait([self._fetch], timeout=0, fetch_local=True)[0]:
             return None
+        ref, self._fetch = self._fetch, None
+        return self._fetch_version, ref
+
+    def refresh(self) -> tuple[int, ray.ObjectRef] | None:
+        """After the worker was blocked (a throttled replay): ask for the newest weights now,
+        without parking, and wait until they are here, so no step acts with weights as old as
+        the wait. (version, ref) as ``poll``, or None if it has the newest."""
+        self._take(ray.get(self.replay.weights.remote(self._have, self.lag.since, 0.0)))
+        if self._fetch is None:
+            return None
+        ray.wait([self._fetch], fetch_local=True)
         ref, self._fetch = self._fetch, None
         return self._fetch_version, ref
 
