@@ -1,7 +1,8 @@
 """Replay memory and speed: bytes per transition, sample and add times at 84x84x4.
 
-Compares the frame-deduplicated ring against the seed layout, which stored the ``obs`` and
-``next_obs`` stacks of every transition (2 * 4 * 84 * 84 = 56,448 B of pixels per transition).
+Compares the frame-deduplicated ring against the layout of the original single-process
+project, which stored the ``obs`` and ``next_obs`` stacks of every transition
+(2 * 4 * 84 * 84 = 56,448 B of pixels per transition).
 
     python -m benchmarks.replay_memory --capacity 100000 --json bench_out/replay_memory.json
 """
