@@ -76,8 +76,8 @@ def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: 
         record = driver.train()
         _, weights = ray.get(driver.learner.latest_weights.remote())
         final = ray.get(driver.evaluator.evaluate.remote(weights[0], record["agent_steps"], None))
-        final["time"] = time.time()
-        (run.path / "final_eval.json").write_text(json.dumps(final, indent=2))
+        final_eval = {"agent_steps": final.agent_steps, **final.as_metrics(), "time": time.time()}
+        (run.path / "final_eval.json").write_text(json.dumps(final_eval, indent=2))
     finally:
         ray.shutdown()
     return run.path

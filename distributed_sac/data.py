@@ -169,6 +169,30 @@ class WorkerStats(NamedTuple):
     """``time.time()`` the last few versions were first acted with, by version."""
 
 
+class EvalRecord(NamedTuple):
+    """One evaluation of published weights, as the evaluator actor reports it."""
+
+    agent_steps: int
+    """Agent steps collected when the weights were taken."""
+    weights_version: int
+    return_mean: float
+    return_std: float
+    length_mean: float
+    """Mean episode length in agent steps."""
+    video: str | None
+    """Path of the first episode's video, if one was written."""
+
+    def as_metrics(self) -> dict:
+        """The ``eval_*`` entries of a ``metrics.jsonl`` record."""
+        return {
+            "eval_return_mean": self.return_mean,
+            "eval_return_std": self.return_std,
+            "eval_length_mean": self.length_mean,
+            "eval_video": self.video,
+            "eval_agent_steps": self.agent_steps,
+        }
+
+
 class Batch(NamedTuple):
     """A sampled batch; pixels stay uint8 until the encoder."""
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from distributed_sac.data import EpisodeStats, LearnerStats, ReplayStats
+from distributed_sac.data import EpisodeStats, EvalRecord, LearnerStats, ReplayStats
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote import driver as driver_module
 from distributed_sac.remote.driver import Driver
@@ -96,7 +96,7 @@ def driver(tmp_path, monkeypatch):
     d.wandb = Recorder()
     d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None
     # An evaluation still running when collection ends.
-    d._eval = Ref({"agent_steps": 400, "eval_return_mean": -482.0, "eval_return_std": 1.0})
+    d._eval = Ref(EvalRecord(400, 4_900, -482.0, 1.0, 120.0, None))
     return d
 
 

@@ -66,19 +66,18 @@ def test_resume_continues_the_same_run_id(tmp_path):
 
 
 SCRIPT = """
-import json, logging, sys, time
+import json, logging, sys
 records = []
 class Keep(logging.Handler):
     def emit(self, record):
         records.append((record.levelname, record.name, record.getMessage()))
 logging.getLogger().addHandler(Keep(level=logging.WARNING))
 from distributed_sac.wandb_logger import WandbLogger
-t0 = time.monotonic()
 logger = WandbLogger(sys.argv[1], "p", None, sys.argv[2], {"a": 1}, init_timeout=2.0)
 logger.log({"x": 1.0}, 1)
 logger.finish()
 print(json.dumps({"mode": logger.mode, "run_id": logger.run_id, "warnings": records,
-                  "seconds": time.monotonic() - t0, "wandb_imported": "wandb" in sys.modules}))
+                  "wandb_imported": "wandb" in sys.modules}))
 """
 
 
@@ -109,13 +108,13 @@ def test_online_without_credentials_falls_back_offline_with_one_warning(tmp_path
     assert len(offline_log(tmp_path, result["run_id"])) == 1
 
 
-def test_online_with_unreachable_server_falls_back_within_the_timeout(tmp_path):
+def test_online_with_unreachable_server_falls_back_offline(tmp_path):
+    # init_timeout=2 s in the script; a hang would end in run_isolated's subprocess timeout.
     result = run_isolated("online", tmp_path, tmp_path, WANDB_API_KEY="a" * 40)
     assert result["mode"] == "offline"
     assert len(result["warnings"]) == 1, result["warnings"]
     assert "cannot reach the server" in result["warnings"][0][2]
     assert len(offline_log(tmp_path, result["run_id"])) == 1
-    assert result["seconds"] < 30
 
 
 def test_disabled_does_nothing_and_never_imports_wandb(tmp_path):

@@ -26,6 +26,7 @@ from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
 
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.data import EvalRecord
 from distributed_sac.progress import Progress
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
@@ -104,7 +105,7 @@ class Driver:
         )
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
-        self._last_eval: dict | None = None
+        self._last_eval: EvalRecord | None = None
 
     def _start_learner(self) -> tuple[ray.actor.ActorHandle, str]:
         self.device = learner_device(self.cfg)
@@ -256,7 +257,7 @@ class Driver:
             wait_until_back(worker, "ready", self.cfg.schedule_timeout_s)
             runs[worker.run.remote(self._restarts[index])] = index
 
-    def _eval_result(self) -> dict | None:
+    def _eval_result(self) -> EvalRecord | None:
         """The evaluation's record once it has finished, else None."""
         if self._eval is None or not ray.wait([self._eval], timeout=0)[0]:
             return None
@@ -305,8 +306,7 @@ class Driver:
             **{f"loss/{k}": v for k, v in sorted(learner.losses.items())},
         }
         if eval_record is not None:
-            record.update({k: v for k, v in eval_record.items() if k.startswith("eval_")})
-            record["eval_agent_steps"] = eval_record["agent_steps"]
+            record.update(eval_record.as_metrics())
             record["eval_max_episode_steps"] = self.cfg.eval.max_episode_steps
         self.run.log_metrics(record)
         self.wandb.log(record, record["agent_steps"])
@@ -327,11 +327,11 @@ class Driver:
                 continue
         return stats
 
-    def _log_media(self, eval_record: dict) -> None:
+    def _log_media(self, eval_record: EvalRecord) -> None:
         """The eval video and a grid of autoencoder reconstructions beside their inputs."""
-        steps = eval_record["agent_steps"]
-        if eval_record.get("eval_video"):
-            self.wandb.log_video(eval_record["eval_video"], steps)
+        steps = eval_record.agent_steps
+        if eval_record.video:
+            self.wandb.log_video(eval_record.video, steps)
         if self.cfg.wandb != "disabled":
             obs = ray.get(self.replay.peek.remote(RECONSTRUCTION_SAMPLES))
             if obs is not None:

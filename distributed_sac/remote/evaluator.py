@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.data import EvalRecord
 from distributed_sac.evaluation import evaluate
 from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import EvalTelemetry
@@ -25,7 +26,9 @@ class Evaluator:
         """Answers once the actor is placed and constructed."""
         return True
 
-    def evaluate(self, weights: PolicyWeights, agent_steps: int, video_path: str | None) -> dict:
+    def evaluate(
+        self, weights: PolicyWeights, agent_steps: int, video_path: str | None
+    ) -> EvalRecord:
         self.policy.load(weights)
         result = evaluate(
             self.policy,
@@ -37,11 +40,11 @@ class Evaluator:
             video_path=Path(video_path) if video_path else None,
         )
         self.telemetry.record(result.mean)
-        return {
-            "agent_steps": agent_steps,
-            "weights_version": weights.version,
-            "eval_return_mean": result.mean,
-            "eval_return_std": result.std,
-            "eval_length_mean": float(sum(result.lengths) / len(result.lengths)),
-            "eval_video": result.video,
-        }
+        return EvalRecord(
+            agent_steps,
+            weights.version,
+            result.mean,
+            result.std,
+            float(sum(result.lengths) / len(result.lengths)),
+            result.video,
+        )
