@@ -43,7 +43,7 @@ def _wait_for_checkpoint(run: RunDir) -> int:
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_cluster, tmp_path_factory):
-    cfg = tiny_ray_config(total_steps=600, checkpoint_every=120, log_every_s=0.3)
+    cfg = tiny_ray_config(total_steps=400, checkpoint_every=80, log_every_s=0.3)
     run = RunDir.create(tmp_path_factory.mktemp("faults") / "run", cfg)
     driver = Driver(cfg, run)
     outcome: dict = {}
@@ -95,12 +95,9 @@ def test_replay_came_back_from_its_snapshot(faulty_run):
     assert stats.replay_size >= min(cfg.replay.capacity, snapshot_steps)
 
 
-def test_metrics_stay_monotonic_through_the_faults(faulty_run):
+def test_the_update_count_goes_back_only_where_the_learner_restarted(faulty_run):
     _, run, record, _, _ = faulty_run
-    records = run.read_metrics()
-    steps = [r["agent_steps"] for r in records]
-    assert steps == sorted(steps)
-    # The update count goes back only where the learner restarted from its checkpoint.
-    updates = [r["learner_updates"] for r in records]
-    drops = int(np.sum(np.diff(updates) < 0))
-    assert drops <= record["learner_restarts"]
+    # (Agent steps may go back too: a replay restored from its snapshot has lost what came
+    # after it, and collects it again.)
+    updates = [r["learner_updates"] for r in run.read_metrics()]
+    assert int(np.sum(np.diff(updates) < 0)) <= record["learner_restarts"]
