@@ -183,6 +183,12 @@ class Driver:
                 try:
                     record, prev = self._log(prev, progress)
                     steps = record["agent_steps"]
+                    if closed and steps < cfg.total_steps:
+                        # The replay died after the end and came back from an older snapshot:
+                        # collect the lost steps again.
+                        log.warning("the replay restarted at %d agent steps: collecting on", steps)
+                        runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
+                        closed = False
                     if self._eval is None and eval_due(steps):
                         self._start_eval(steps)
                     if checkpoint_due(steps):
