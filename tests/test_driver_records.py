@@ -91,7 +91,7 @@ def driver(tmp_path, monkeypatch):
         snapshot=lambda *path: 0,
     )
     d.learner = Actor(stats=lambda: learner_stats, run=lambda *a: 0, state=lambda: {})
-    d.workers, d._restarts = [], []
+    d.workers, d._restarts, d._coming_back = [], [], {}
     d.counters = {"worker_restarts": 0, "learner_restarts": 0, "episodes": 0}
     d.wandb = Recorder()
     d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None

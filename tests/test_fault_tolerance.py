@@ -43,7 +43,7 @@ def _wait_for_checkpoint(run: RunDir) -> int:
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_cluster, tmp_path_factory):
-    cfg = tiny_ray_config(total_steps=400, checkpoint_every=80, log_every_s=0.3)
+    cfg = tiny_ray_config(total_steps=600, checkpoint_every=80, log_every_s=0.3)
     run = RunDir.create(tmp_path_factory.mktemp("faults") / "run", cfg)
     driver = Driver(cfg, run)
     outcome: dict = {}
@@ -61,6 +61,7 @@ def faulty_run(ray_cluster, tmp_path_factory):
     # The learner dies after a checkpoint, having made updates since: those are lost.
     ckpt_updates = _wait_for_checkpoint(run)
     _wait_for(lambda: _last(run, "learner_updates") > ckpt_updates + 5, 120, "more updates")
+    assert _last(run, "agent_steps") < cfg.total_steps, "the run ended before the learner's kill"
     os.kill(ray_cluster.get(driver.learner.pid.remote()), signal.SIGKILL)
     _wait_for(lambda: _last(run, "learner_restarts") > 0, 120, "the learner's restart")
     manifest = run.checkpoints / "replay" / "manifest.json"

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 import ray
-from ray.exceptions import ObjectLostError, RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
 
 from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import ACTION_DIMS, TrainConfig
@@ -77,6 +77,8 @@ class Driver:
             "pretrain_updates": 0,
         }
         self._restarts = [0] * cfg.num_workers
+        self._coming_back: dict[ray.ObjectRef, int] = {}
+        """``ready`` calls to restarted workers, by worker index."""
         self.learner, self.node = self._start_learner()
         self.replay = (
             remote_replay(cfg.num_workers)
@@ -168,13 +170,16 @@ class Driver:
         try:
             while not interrupted.is_set() and learner_run is not None:
                 timeout = max(0.0, log_due.next - time.monotonic())
-                ready, _ = ray.wait([*runs, learner_run], num_returns=1, timeout=timeout)
+                waiting = [*runs, *self._coming_back, learner_run]
+                ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
                 for ref in ready:
                     if ref == learner_run:
                         learner_run = self._learner_returned(ref)
+                    elif ref in self._coming_back:
+                        self._worker_back(ref, runs)
                     else:
                         self._finish_worker(ref, runs)
-                if not runs and not closed:
+                if not runs and not self._coming_back and not closed:
                     # Collection is over: the learner drains what the ratio allows, then returns.
                     ray.get(self.replay.close.remote())
                     closed = True
@@ -259,9 +264,20 @@ class Driver:
                 index,
                 self.counters["worker_restarts"],
             )
-            worker = self.workers[index]
-            wait_until_back(worker, "ready", self.cfg.schedule_timeout_s)
-            runs[worker.run.remote(self._restarts[index])] = index
+            # Its `run` goes out once it answers again (calls fail while Ray restarts it); the
+            # loop goes on meanwhile.
+            self._coming_back[self.workers[index].ready.remote()] = index
+
+    def _worker_back(self, ref: ray.ObjectRef, runs: dict) -> None:
+        index = self._coming_back.pop(ref)
+        worker = self.workers[index]
+        try:
+            ray.get(ref)
+        except ActorUnavailableError:  # still restarting: ask again shortly
+            time.sleep(0.1)
+            self._coming_back[worker.ready.remote()] = index
+            return
+        runs[worker.run.remote(self._restarts[index])] = index
 
     def _eval_result(self) -> EvalRecord | None:
         """The evaluation's record once it has finished, else None."""
