@@ -48,11 +48,13 @@ from benchmarks.report import write_json
 from distributed_sac.config import ACTION_DIMS, TrainConfig
 from distributed_sac.policy import Policy
 from distributed_sac.presets import PRESETS
-from distributed_sac.remote.driver import Driver, stop_run
+from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
+from distributed_sac.remote.lifecycle import stop_run
 from distributed_sac.remote.placement import learner_device, learner_options, start_local_ray
-from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
+from distributed_sac.remote.replay_server import remote_replay
+from distributed_sac.replay import ReplaySpec
 from distributed_sac.rollout import Rollout
 from distributed_sac.run_dir import RunDir
 

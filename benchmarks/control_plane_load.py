@@ -40,9 +40,10 @@ from benchmarks.report import write_json
 from benchmarks.synthetic_worker import SyntheticWorker, random_chunks
 from distributed_sac.config import ReplayConfig
 from distributed_sac.presets import tiny_preset
-from distributed_sac.remote.driver import stop_run
 from distributed_sac.remote.learner import Learner
-from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
+from distributed_sac.remote.lifecycle import stop_run
+from distributed_sac.remote.replay_server import remote_replay
+from distributed_sac.replay import ReplaySpec
 
 CHUNK = 64
 

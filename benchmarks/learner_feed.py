@@ -34,7 +34,8 @@ from benchmarks.synthetic_worker import random_chunks
 from distributed_sac.config import AgentConfig, ReplayConfig, TrainConfig
 from distributed_sac.data import Batch
 from distributed_sac.remote.learner import Learner
-from distributed_sac.remote.replay_server import CONCURRENCY_GROUPS, ReplayServer, ReplaySpec
+from distributed_sac.remote.replay_server import CONCURRENCY_GROUPS, ReplayServer
+from distributed_sac.replay import ReplaySpec
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.tensors import batch_tensors
 

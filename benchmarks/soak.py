@@ -28,7 +28,8 @@ from ray.util.state import list_actors
 
 from benchmarks.report import write_json
 from distributed_sac.presets import tiny_preset
-from distributed_sac.remote.driver import Driver, stop_run
+from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.lifecycle import stop_run
 from distributed_sac.remote.placement import start_local_ray
 from distributed_sac.run_dir import RunDir
 

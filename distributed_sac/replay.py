@@ -17,12 +17,14 @@ logical indices.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from distributed_sac.atomic import atomic_write
+from distributed_sac.config import ReplayConfig, TrainConfig
 from distributed_sac.data import Batch, Chunk, ChunkRun, Geometry, validate_chunk
 from distributed_sac.ring import (
     TRANSITION_DTYPES,
@@ -296,3 +298,34 @@ class ReplayBuffer:
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"cannot load replay from {path}: {e}") from e
         return buffer
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySpec:
+    """Everything the replay actor is built from."""
+
+    cfg: ReplayConfig
+    frame_shape: tuple[int, int]
+    stack: int
+    action_dim: int
+    batch_size: int
+    total_steps: int
+    seed: int
+    chunk_length: int = 64
+    max_insert: int = 64
+    """Most transitions one ``add`` carries (chunk length x envs per worker)."""
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, action_dim: int) -> ReplaySpec:
+        shape = cfg.wrappers.obs_shape
+        return cls(
+            cfg.replay,
+            shape[1:],
+            shape[0],
+            action_dim,
+            cfg.agent.batch_size,
+            cfg.total_steps,
+            cfg.seed,
+            cfg.rollout.chunk_length,
+            cfg.rollout.chunk_length * cfg.envs_per_worker,
+        )

@@ -11,11 +11,11 @@ from distributed_sac.config import ReplayConfig
 from distributed_sac.data import Chunk
 from distributed_sac.remote.replay_server import (
     ReplayServer,
-    ReplaySpec,
     new_client_id,
     remote_replay,
 )
 from distributed_sac.remote.weights_client import WeightsClient
+from distributed_sac.replay import ReplaySpec
 
 pytestmark = pytest.mark.ray
 

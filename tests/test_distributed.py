@@ -123,7 +123,8 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
 
     from distributed_sac.demos import demo_meta, load_demos, save_episode
     from distributed_sac.remote.learner import Learner
-    from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
+    from distributed_sac.remote.replay_server import remote_replay
+    from distributed_sac.replay import ReplaySpec
     from distributed_sac.rollout import Rollout
 
     cfg = tiny_ray_config()

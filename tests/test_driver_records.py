@@ -113,3 +113,16 @@ def test_rates_after_resume_count_only_this_sessions_updates(driver):
     assert record["learner_updates"] == RESUMED_UPDATES
     assert record["updates_per_s"] == 0.0
     assert record["learner_idle_frac"] == 0.0
+
+
+def test_a_checkpoints_granted_updates_leave_out_the_pretraining():
+    from distributed_sac.remote.lifecycle import granted_updates
+
+    payload = {
+        "agent": {"num_updates": 1_300},
+        "counters": {"pretrain_updates": 1_000},
+        "replay": {"limiter": {"samples": 340}},  # in flight when it was taken: not made
+    }
+    assert granted_updates(payload) == 300
+    del payload["counters"]["pretrain_updates"]  # a checkpoint from before the count was kept
+    assert granted_updates(payload) == 340

@@ -16,8 +16,8 @@ from distributed_sac.data import Batch, Chunk, EpisodeStats
 from distributed_sac.mirror import DeviceMirror, concat_batches
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
-from distributed_sac.remote.replay_server import ReplayServer, ReplaySpec, new_client_id
-from distributed_sac.replay import ReplayBuffer, mix_indices
+from distributed_sac.remote.replay_server import ReplayServer, new_client_id
+from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.snapshot import MANIFEST, restore_snapshot
 from distributed_sac.tensors import batch_tensors

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -31,6 +29,7 @@ from distributed_sac.progress import Progress
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
+from distributed_sac.remote.lifecycle import InterruptFlag, granted_updates, stop_run
 from distributed_sac.remote.placement import (
     await_placement,
     evaluator_options,
@@ -40,7 +39,8 @@ from distributed_sac.remote.placement import (
     wait_until_back,
     worker_options,
 )
-from distributed_sac.remote.replay_server import ReplaySpec, remote_replay
+from distributed_sac.remote.replay_server import remote_replay
+from distributed_sac.replay import ReplaySpec
 from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
 from distributed_sac.schedule import Every
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
@@ -166,7 +166,7 @@ class Driver:
         learner0 = ray.get(self.learner.stats.remote())
         prev = _Previous(time.monotonic(), start.agent_steps, learner0.updates, learner0.wait_s)
         closed = False
-        interrupted = _InterruptFlag()
+        interrupted = InterruptFlag()
         try:
             while not interrupted.is_set() and learner_run is not None:
                 timeout = max(0.0, log_due.next - time.monotonic())
@@ -376,27 +376,6 @@ class Driver:
         return path
 
 
-def granted_updates(payload: dict) -> int:
-    """Updates of a checkpoint's learner that the replay's rate limiter granted (all but the
-    pretraining on demonstrations)."""
-    updates = int(payload["agent"]["num_updates"])
-    if "pretrain_updates" in payload["counters"]:
-        return updates - int(payload["counters"]["pretrain_updates"])
-    # Checkpoints from before the count was kept: the limiter's count, at most the updates.
-    return min(updates, int(payload["replay"]["limiter"]["samples"]))
-
-
-def stop_run(workers: list, replay, learner, pending: list, timeout: float = 30.0) -> None:
-    """Stop a run in order, the way a user's Ctrl-C does: workers stop stepping, the replay
-    closes (parked adds answer done), the learner stops; then wait for their ``run`` calls."""
-    for w in workers:
-        w.stop.remote()
-    ray.get(replay.close.remote())
-    learner.stop.remote()
-    pending = [ref for ref in pending if ref is not None]
-    ray.wait(pending, num_returns=len(pending), timeout=timeout)
-
-
 class _Previous(NamedTuple):
     """The counters of the previous metrics record, for rates."""
 
@@ -413,25 +392,3 @@ def acting_lag(per_worker: list[np.ndarray]) -> tuple[float | None, float | None
         return None, None
     median, p90 = np.percentile(steps, [50, 90])
     return float(median), float(p90)
-
-
-class _InterruptFlag:
-    """First Ctrl-C asks the loop to stop cleanly; a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self._set = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self._set:
-            raise KeyboardInterrupt
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

@@ -19,7 +19,6 @@ their own group), answered as soon as a publish differs from what the worker has
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -30,11 +29,10 @@ import numpy as np
 import ray
 
 from distributed_sac.acting_lag import PublishHistory
-from distributed_sac.config import ReplayConfig, TrainConfig
 from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats, WeightsReply
 from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
-from distributed_sac.replay import ReplayBuffer, mix_indices
+from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
 from distributed_sac.snapshot import SnapshotWriter, restore_snapshot
 
 ADD_WAIT_S = 1.0
@@ -46,37 +44,6 @@ WEIGHTS_WAIT_S = 5.0
 CONCURRENCY_GROUPS = {"add": 8, "feed": 1, "control": 4, "snapshot": 1, "weights": 1}
 """Threads per kind of call: ``feed`` is one thread so its chunks go out in order;
 ``weights`` gets one per env worker (``remote_replay``), each parked until a publish."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplaySpec:
-    """Everything the replay actor is built from."""
-
-    cfg: ReplayConfig
-    frame_shape: tuple[int, int]
-    stack: int
-    action_dim: int
-    batch_size: int
-    total_steps: int
-    seed: int
-    chunk_length: int = 64
-    max_insert: int = 64
-    """Most transitions one ``add`` carries (chunk length x envs per worker)."""
-
-    @classmethod
-    def from_config(cls, cfg: TrainConfig, action_dim: int) -> ReplaySpec:
-        shape = cfg.wrappers.obs_shape
-        return cls(
-            cfg.replay,
-            shape[1:],
-            shape[0],
-            action_dim,
-            cfg.agent.batch_size,
-            cfg.total_steps,
-            cfg.seed,
-            cfg.rollout.chunk_length,
-            cfg.rollout.chunk_length * cfg.envs_per_worker,
-        )
 
 
 class ReplayServer:
