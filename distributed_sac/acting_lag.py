@@ -2,12 +2,12 @@
 
 A worker records, per step, when it stepped and which weights version acted. The replay hands
 out the newest weights and keeps the learner's publish history (version, time published); each
-add reply carries the part of it since the worker's oldest unresolved step, and the worker then
-resolves those steps: the lag of a step is the newest version published at or before the step,
-minus the version that acted. It includes the wait until the worker hears of new weights (its
-next add reply) and their transfer, which is what a user means by staleness. Wall clocks of
-different nodes are compared, so on a cluster the figure is as good as their clock sync
-(milliseconds with NTP, far below one publish interval).
+reply to a worker's ``weights`` call carries the part of it since the worker's oldest
+unresolved step, and the worker then resolves those steps: the lag of a step is the newest
+version published at or before the step, minus the version that acted. It includes the wait
+until the worker takes the new weights and their transfer, which is what a user means by
+staleness. Wall clocks of different nodes are compared, so on a cluster the figure is as good
+as their clock sync (milliseconds with NTP, far below one publish interval).
 """
 
 from __future__ import annotations
