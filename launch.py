@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -168,6 +169,11 @@ def parse_train(argv: list[str]) -> TrainCommand:
         raise UsageError("--pretrain-updates needs --demos")
     if cmd.resume and cmd.from_config:
         raise UsageError("--resume continues a run with its own config; drop --config")
+    if cmd.resume and cmd.demos:
+        raise UsageError(
+            "--demos: a resumed run keeps the demonstrations it started with "
+            "(its replay snapshot holds them); drop --demos and --pretrain-updates"
+        )
     return cmd
 
 
@@ -186,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return commands[argv[0]](argv[1:])
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, or lifecycle.Stopped: a stop signal (SIGTERM: after the final checkpoint;
+        # a second signal: at once), with its one line and signal number.
+        print(str(exc) or "interrupted", file=sys.stderr)
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         def take_snapshot() -> None:
             snapshot["start"] = time.time()
-            snapshot["size"] = ray.get(replay.snapshot.remote())
+            ray.get(replay.snapshot.remote())
+            snapshot["size"] = ray.get(replay.stats.remote()).replay_size
             snapshot["end"] = time.time()
 
         snap_thread = None

@@ -71,18 +71,54 @@ class Geometry(NamedTuple):
     action_dim: int
 
 
+class MirrorState(NamedTuple):
+    """What the learner's mirror holds, stated in every feed request (the replay keeps no
+    per-client delivery state: it answers from this alone)."""
+
+    lineage: str | None
+    """The replay content the mirror follows (``Feed.lineage``); None: it holds nothing yet."""
+    next_seq: int
+    """Sequence number of the next chunk it expects (its last applied chunk's, plus one)."""
+    demos: str | None
+    """Id of the demonstrations it holds (``Feed.demos_id``); None: none."""
+
+
+EMPTY_MIRROR = MirrorState(None, 0, None)
+
+
+class FeedRequest(NamedTuple):
+    """A learner's ``ReplayServer.feed`` call: its mirror, its count, what it asks for."""
+
+    mirror: MirrorState
+    updates: int
+    """Index batches asked for (at most)."""
+    granted: int
+    """Rate-limited updates this learner has been granted in the feeds it applied (made, or
+    being made); the replay's limiter takes it as its count, so nothing lost or repeated
+    skews the ratio. Pretraining updates are not counted."""
+    version: int = 0
+    """The learner's update count (the weights version it would publish): sample ages."""
+    pretrain: bool = False
+    """Demonstrations only, outside the rate limiter (before collection)."""
+
+
 class Feed(NamedTuple):
     """What the replay sends the learner per call: new chunks once, then index batches."""
 
     reset: bool
     """The mirror must clear first: ``chunks`` is then the replay's whole content."""
+    lineage: str
+    """Id of the replay's content: it changes when the replay restarts (restored from a
+    snapshot), so a mirror of another lineage resyncs in full."""
     geometry: Geometry
     first_seq: int
     """Sequence number of the first chunk in ``chunks`` (chunks are numbered as inserted)."""
     chunks: ChunkRun
-    """Chunks inserted since the learner last heard, oldest first."""
+    """Chunks after the mirror's ``next_seq`` (all live ones on ``reset``), oldest first."""
+    demos_id: str | None
+    """Id of the replay's demonstrations (None: it holds none)."""
     demos: ChunkRun | None
-    """All demonstrations, when this learner has not had them yet."""
+    """All demonstrations, when the mirror does not hold ``demos_id``'s."""
     demo_idx: np.ndarray
     """int64 (K, D): logical demonstration indices, D per update."""
     replay_idx: np.ndarray
@@ -139,8 +175,12 @@ class ReplayStats(NamedTuple):
     replay_ratio_held: float
     worker_steps: dict[int, int]
     sample_age: float
-    """Median over recent feeds of (learner updates - weights version) of sampled data."""
+    """Median over recent feeds of (learner updates - weights version of the sampled data),
+    both counting every update (pretraining too); never negative."""
     closed: bool
+    demo_fraction_held: float = 0.0
+    """Demonstration rows per batch row over the last 64 granted feeds (before any, the share
+    the next batch draws); 0.0 in a run without demonstrations."""
 
 
 class LearnerStats(NamedTuple):

@@ -5,8 +5,9 @@ demonstrations, writes snapshots). It ships each inserted chunk to the learner o
 insertion order, with index batches; the mirror places the chunks with the same
 ``replay.RingLayout``, so it evicts exactly what the replay evicted and a logical index means
 the same transition on both sides. On CUDA the rings live in GPU memory (0.75 GB at 100k
-transitions) and uploads are pinned, non-blocking copies; on the CPU the rings are numpy arrays
-that torch tensors share, gathered with numpy's fancy indexing (about 2.5x torch's here).
+transitions) and uploads are non-blocking copies through small reused pinned buffers
+(``staging.Staging``: bounded, and guarded by CUDA events); on the CPU the rings are numpy
+arrays that torch tensors share, gathered with numpy's fancy indexing (about 2.5x torch's here).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from distributed_sac.data import ChunkRun, Geometry
 from distributed_sac.ring import RingLayout, ring_write
+from distributed_sac.staging import Staging
 from distributed_sac.tensors import BatchTensors
 
 
@@ -48,8 +50,11 @@ class DeviceMirror:
     def __len__(self) -> int:
         return self.layout.size
 
-    def _upload(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(arr)).pin_memory().to(self.device, True)
+    def _upload(self, *arrays: np.ndarray, indices: bool = False) -> list[torch.Tensor]:
+        """``arrays`` on the device, through one of two reused staging buffers (pinned on
+        CUDA): chunk data (two slots, 32 MiB each at most) or index batches (eight small slots,
+        so the host can queue several updates' gathers ahead of the GPU)."""
+        return _stagings(self)[indices].upload(*arrays)
 
     def apply(self, run: ChunkRun, reset: bool = False) -> None:
         """Place ``run``'s chunks in order (after clearing everything when ``reset``)."""
@@ -59,8 +64,8 @@ class DeviceMirror:
             return
         g = self.geometry
         terminated = run.terminated.astype(np.float32)
-        if self._cuda:
-            data = [self._upload(a) for a in (run.frames, run.action, run.reward, terminated)]
+        if self._cuda:  # one staging slot for all four when they fit: one event to wait on
+            data = self._upload(run.frames, run.action, run.reward, terminated)
             rings = (self.frames, self.frame_idx, self.action, self.reward, self.terminated)
             arange = functools.partial(torch.arange, device=self.device)
         else:  # numpy views of the same memory: no copy, and no torch view of read-only arrays
@@ -89,7 +94,7 @@ class DeviceMirror:
         # The S + 1 distinct frames of each transition once; obs and next_obs are overlapping
         # views of them (5/8 of the bytes of two stacks). Nothing downstream writes to them.
         if self._cuda:
-            pos = self._upload(pos_np)
+            (pos,) = self._upload(pos_np, indices=True)
             stacks = (self.frame_idx[pos][:, None] + self.offsets) % fc
             frames = torch.index_select(self.frames, 0, stacks.reshape(-1))
             frames = frames.view(b, -1, *self.frames.shape[1:])
@@ -105,6 +110,24 @@ class DeviceMirror:
             next_obs=frames[:, 1:],
             terminated=self.terminated[pos],
         )
+
+
+DATA_STAGING_BYTES = 32 << 20
+"""Most bytes of host staging per slot for chunk data; a full resync crosses in pieces."""
+INDEX_STAGING_SLOTS = 8
+"""Index-batch staging slots: how many gathers the host may queue before waiting on the GPU."""
+
+
+def _stagings(mirror: DeviceMirror) -> tuple[Staging, Staging]:
+    """The mirror's (chunk data, index) staging buffers, made on first use."""
+    stagings = getattr(mirror, "_stagings", None)
+    if stagings is None:
+        stagings = (
+            Staging(mirror.device, max_bytes=DATA_STAGING_BYTES, slots=2),
+            Staging(mirror.device, max_bytes=1 << 20, slots=INDEX_STAGING_SLOTS),
+        )
+        mirror._stagings = stagings
+    return stagings
 
 
 def concat_batches(parts: list[BatchTensors]) -> BatchTensors:

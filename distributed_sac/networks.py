@@ -6,6 +6,8 @@ The actor and critic share one conv stack: ``actor.encoder.convs is critic.encod
 (SAC-AE's tied conv weights); each keeps its own projection. ``set_compute`` selects the
 fast path's channels-last layout and bf16 autocast (CUDA or CPU) for the conv stacks and the
 decoder only: projections, heads and losses stay fp32 so that Q values are not rounded to bf16.
+Both modules choose between their update function (autocast, what ``torch.compile`` gets) and
+their fp32 inference function eagerly, so no compiled function branches on inference mode.
 """
 
 from __future__ import annotations
@@ -70,10 +72,6 @@ def set_compute(
             m.amp_dtype = amp_dtype
 
 
-def _compute_dtype(amp_dtype: torch.dtype | None) -> torch.dtype | None:
-    return None if torch.is_inference_mode_enabled() else amp_dtype
-
-
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
@@ -121,8 +119,25 @@ class PixelEncoder(nn.Module):
         self.amp_dtype: torch.dtype | None = None
 
     def conv_features(self, obs: torch.Tensor) -> torch.Tensor:
-        """Flat fp32 conv features of uint8 pixels, scaled to [0, 1] here and nowhere earlier."""
-        dtype = _compute_dtype(self.amp_dtype)
+        """Flat fp32 conv features of uint8 pixels, scaled to [0, 1] here and nowhere earlier.
+
+        Passes under ``torch.inference_mode`` (acting, reconstructions) run ``fp32_features``,
+        all others ``update_features``: the mode is decided here, eagerly, so neither function
+        (``SacAeAgent`` compiles ``update_features``) branches on it.
+        """
+        if torch.is_inference_mode_enabled():
+            return self.fp32_features(obs)
+        return self.update_features(obs)
+
+    def update_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """``conv_features`` of an update's pass: autocast to ``amp_dtype`` (None: fp32)."""
+        return self._features(obs, self.amp_dtype)
+
+    def fp32_features(self, obs: torch.Tensor) -> torch.Tensor:
+        """``conv_features`` in fp32, whatever ``amp_dtype`` is: the inference passes."""
+        return self._features(obs, None)
+
+    def _features(self, obs: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
         with _autocast(obs.device, dtype):
             # uint8 is exact in bf16, so scaling in the compute dtype rounds as a later cast would.
             x = obs.to(dtype or torch.float32) / 255.0
@@ -163,8 +178,25 @@ class Decoder(nn.Module):
         self.amp_dtype: torch.dtype | None = None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """fp32 reconstruction of ``obs / 256``, no output activation (as in SAC-AE)."""
-        with _autocast(z.device, _compute_dtype(self.amp_dtype)):
+        """fp32 reconstruction of ``obs / 256``, no output activation (as in SAC-AE).
+
+        As ``PixelEncoder.conv_features``: ``fp32_forward`` under ``torch.inference_mode``,
+        else ``update_forward`` (what ``SacAeAgent`` compiles), decided here, eagerly.
+        """
+        if torch.is_inference_mode_enabled():
+            return self.fp32_forward(z)
+        return self.update_forward(z)
+
+    def update_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``forward`` of an update's pass: autocast to ``amp_dtype`` (None: fp32)."""
+        return self._decode(z, self.amp_dtype)
+
+    def fp32_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``forward`` in fp32, whatever ``amp_dtype`` is: reconstructions."""
+        return self._decode(z, None)
+
+    def _decode(self, z: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        with _autocast(z.device, dtype):
             x = F.relu(self.fc(z)).view(-1, self.num_filters, self.out, self.out)
             return self.deconvs(x.contiguous(memory_format=self.memory_format)).float()
 

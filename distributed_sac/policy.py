@@ -15,7 +15,7 @@ from torch import nn
 from distributed_sac.config import AgentConfig
 from distributed_sac.data import check_obs
 from distributed_sac.networks import Actor, PixelEncoder, init_weights, squashed_sample
-from distributed_sac.tensors import to_device
+from distributed_sac.tensors import host_tensor, to_device
 
 
 class PolicyWeights(NamedTuple):
@@ -78,9 +78,11 @@ class Policy:
 
     def load(self, weights: PolicyWeights) -> None:
         """Take the given weights and their version."""
+        # load_state_dict copies each array into the parameters: a view is enough, except of
+        # the read-only arrays Ray hands out (host_tensor copies those).
         self.actor.load_state_dict(
             {
-                k: v if isinstance(v, torch.Tensor) else torch.tensor(v)
+                k: v if isinstance(v, torch.Tensor) else host_tensor(np.asarray(v))
                 for k, v in weights.state.items()
             }
         )

@@ -33,10 +33,11 @@ encoder pass and stay an exact rewrite of the plain path.
 
 Plain path (``fast_path=False``): fp32 eager, one forward pass per loss, as the original
 single-process project did. Fast path (``fast_path=True``), the same math: one conv pass shared
-by the critic, reconstruction and actor losses, channels-last layouts, fused Adam, bf16
-autocast of the conv stacks and the decoder where the device has bf16 matrix hardware
-(``networks.native_bf16``; that rounding is the only place the two paths differ), and
-``torch.compile`` of them when ``cfg.compile`` (docs/design.md, Fast path).
+by the critic, reconstruction and actor losses, channels-last layouts, fused Adam (each
+gradient handed over in its parameter's layout: ``grad_in_layout``), bf16 autocast of the conv
+stacks and the decoder where the device has bf16 matrix hardware (``networks.native_bf16``; that
+rounding is the only place the two paths differ), and ``torch.compile`` of their update passes
+when ``cfg.compile`` (docs/design.md, Fast path).
 
 With bf16 off the two paths agree to float rounding; with it on, their losses at equal
 parameters agree within 1% (tests/test_agent.py). ``act`` and ``reconstruct`` run in inference
@@ -130,10 +131,12 @@ class SacAeAgent:
                 set_compute(net, channels_last=True, amp_dtype=self.amp_dtype)
             if cfg.compile:
                 # The conv stacks and the decoder carry almost all the work; compiling bound
-                # methods keeps the state_dict keys of the modules unchanged.
+                # methods keeps the state_dict keys of the modules unchanged. Only the update
+                # passes' functions are compiled: inference mode takes the eager fp32 ones,
+                # chosen outside them (networks.py), so no compiled code branches on the mode.
                 for enc in (self.critic.encoder, self.critic_target.encoder, self.actor.encoder):
-                    enc.conv_features = torch.compile(enc.conv_features)
-                self.decoder.forward = torch.compile(self.decoder.forward)
+                    enc.update_features = torch.compile(enc.update_features)
+                self.decoder.update_forward = torch.compile(self.decoder.update_forward)
 
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device).requires_grad_()
         self.target_entropy = -float(action_dim)
@@ -293,7 +296,7 @@ class SacAeAgent:
         ]
         for (_, opts), ps, gs in zip(jobs, params, grads, strict=True):
             for p, g in zip(ps, gs, strict=True):
-                p.grad = g
+                p.grad = grad_in_layout(p, g)
             for opt in opts:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -349,7 +352,9 @@ class SacAeAgent:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         for name in _OPTIMIZERS:
-            getattr(self, name).load_state_dict(state[name])
+            opt = getattr(self, name)
+            opt.load_state_dict(state[name])
+            match_state_layouts(opt)
         self.num_updates = int(state["num_updates"])
         if state["generator_device"] == self.device.type:
             self.generator.set_state(state["generator"])
@@ -365,6 +370,37 @@ FORWARD_HIDDEN = 256
 """Hidden units of the latent forward model's one hidden layer."""
 
 _OPTIMIZERS = ("critic_opt", "encoder_opt", "decoder_opt", "actor_opt", "alpha_opt")
+
+
+def grad_in_layout(param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` with ``param``'s strides: copied into ``torch.empty_like(param)`` if they differ.
+
+    ``torch.autograd.grad`` returns each gradient in whatever layout its backward kernel chose
+    (cuDNN may give a contiguous gradient for a channels-last weight); only ``backward``'s
+    accumulation would restride it. Fused Adam walks a parameter, its gradient and its moments
+    as flat buffers, so a gradient in another layout would update the wrong elements (on the
+    CPU silently: tests/test_cuda_path.py).
+    """
+    if grad.stride() == param.stride():
+        return grad
+    return torch.empty_like(param, requires_grad=False).copy_(grad)
+
+
+def match_state_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give every per-parameter optimiser state tensor its parameter's strides.
+
+    ``Optimizer.load_state_dict`` keeps the strides the state was saved with, so moments saved
+    by a contiguous (plain path) agent would meet channels-last parameters under fused Adam.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == p.shape
+                    and value.stride() != p.stride()
+                ):
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _optional_state(name: str, module: nn.Module | None) -> dict[str, dict]:

@@ -6,6 +6,11 @@ end to end, at most ``PART_TRANSITIONS`` transitions each, plain arrays) and ``m
 atomically, the manifest last, and parts that hold no live chunk are deleted only after it: a
 crash at any point leaves the previous snapshot whole. Copying a part out of the buffer holds
 the replay's lock; writing it to disk does not, so sampling goes on while a snapshot is written.
+Chunks that eviction takes while a snapshot is being written are left out of it (they were
+going anyway): the manifest's first live chunk is the first one its parts hold without a gap.
+
+A run's demonstrations are kept beside the parts (``demos.npz``, written once, atomically), so a
+replay restarted from the snapshot holds them again.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from distributed_sac.replay import ReplayBuffer
 PART_TRANSITIONS = 4096
 """Transitions per part file (about 30 MB at 84x84): the most copied under the lock at once."""
 MANIFEST = "manifest.json"
+DEMOS = "demos.npz"
 FORMAT_VERSION = 1
 
 
@@ -48,13 +54,14 @@ class SnapshotWriter:
 
     def write(
         self, lock: threading.Lock, buffer: ReplayBuffer, counters: Callable[[], dict]
-    ) -> int:
-        """Snapshot ``buffer`` (guarded by ``lock``) and ``counters()``; returns its size."""
+    ) -> dict:
+        """Snapshot ``buffer`` (guarded by ``lock``) and ``counters()`` (called under the
+        lock, so they match the chunks); returns those counters."""
         with self._writing:
             with lock:
                 layout = buffer.layout
                 state, end, first_live = counters(), layout.chunks_added, layout.first_seq
-                size, total_added = len(buffer), layout.total_added
+                total_added = layout.total_added
             seq, new_parts = max(self._end, first_live), []
             while seq < end:
                 with lock:
@@ -69,6 +76,7 @@ class SnapshotWriter:
                 new_parts.append((name, seq, stop))
                 seq = stop
             parts = [p for p in self._parts if p[2] > first_live] + new_parts
+            first_live, parts = _contiguous(parts, first_live, end)
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "first_live_seq": first_live,
@@ -84,7 +92,22 @@ class SnapshotWriter:
                 if stale.name not in keep:
                     stale.unlink(missing_ok=True)
             self._parts, self._end = parts, end
-            return size
+            return state
+
+
+def _contiguous(
+    parts: list[tuple[str, int, int]], first_live: int, end: int
+) -> tuple[int, list[tuple[str, int, int]]]:
+    """The first chunk from which ``parts`` hold every chunk up to ``end`` without a gap, and
+    the parts that hold any of those. A gap is where eviction overtook the writer: the chunks
+    before it are gone from the buffer too."""
+    start = end
+    for _, first, stop in sorted(parts, key=lambda p: p[2], reverse=True):
+        if stop < start or first >= start:
+            break
+        start = first
+    start = max(start, first_live)
+    return start, [p for p in parts if p[2] > start]
 
 
 def _head(run: ChunkRun, chunks: int, stack: int) -> ChunkRun:
@@ -133,6 +156,25 @@ def restore_snapshot(folder: str | Path, buffer: ReplayBuffer) -> dict | None:
         raise SnapshotError(f"replay snapshot in {folder} is missing chunks")
     buffer.layout.total_added = int(manifest["total_added"])
     return manifest
+
+
+def write_demos(folder: str | Path, run: ChunkRun, demos_id: str) -> None:
+    """Keep a run's demonstrations in its snapshot folder (plain arrays, atomically)."""
+    arrays = {**run._asdict(), "demos_id": np.asarray(demos_id)}
+    atomic_write(Path(folder) / DEMOS, lambda f: np.savez(f, **arrays))
+
+
+def read_demos(folder: str | Path) -> tuple[ChunkRun, str] | None:
+    """The demonstrations ``write_demos`` kept in ``folder``, with their id; None if none."""
+    path = Path(folder) / DEMOS
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            run = ChunkRun(**{k: npz[k] for k in ChunkRun._fields})
+            return run, str(npz["demos_id"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SnapshotError(f"cannot load the run's demonstrations from {path}: {exc}") from exc
 
 
 def _tail(run: ChunkRun, skip: int, stack: int) -> ChunkRun:

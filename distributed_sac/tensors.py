@@ -23,12 +23,25 @@ class BatchTensors(NamedTuple):
     terminated: torch.Tensor
 
 
-def to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
+def host_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A CPU tensor of ``arr``: its memory when writable, else a copy.
+
+    Ray's object store hands out read-only arrays; a torch view of one warns, and a write
+    through it would be undefined behaviour, so those alone are copied.
+    """
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    return torch.from_numpy(arr.copy())
+
+
+def to_device(arr: np.ndarray, device: str | torch.device) -> torch.Tensor:
     """``arr`` as a tensor on ``device``, sharing its memory where the device is the CPU."""
-    arr = np.ascontiguousarray(arr)
-    if not arr.flags.writeable:  # Ray's object store hands out read-only arrays; torch warns
-        arr = arr.copy()
-    return torch.from_numpy(arr).to(device, non_blocking=True)
+    arr, device = np.ascontiguousarray(arr), torch.device(device)
+    if arr.flags.writeable or device.type == "cpu":
+        return host_tensor(arr).to(device, non_blocking=True)
+    # Read-only, to an accelerator: torch.tensor copies from numpy's memory to the device
+    # directly (no writable view, hence no warning, and no host copy first).
+    return torch.tensor(arr, device=device)
 
 
 def batch_tensors(

@@ -57,3 +57,21 @@ def tiny_ray_config(eval_every: int = 0, video: bool = False, **overrides):
         eval=dataclasses.replace(cfg.eval, every=eval_every, video=video),
         **{**defaults, **overrides},
     )
+
+
+def end_actors(driver) -> None:
+    """Kill a finished driver's named actors and wait until their names are free again."""
+    import time
+
+    import ray
+
+    for actor in [driver.learner, driver.replay, driver.evaluator, *driver.workers]:
+        ray.kill(actor)
+    names = ["learner", "replay", "evaluator"]
+    for name in names + [f"env-worker-{i}" for i in range(len(driver.workers))]:
+        while True:
+            try:
+                ray.get_actor(name)
+            except ValueError:
+                break
+            time.sleep(0.1)

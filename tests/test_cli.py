@@ -90,6 +90,13 @@ def test_resume_of_a_missing_run(launch, tmp_path):
     assert_one_line_error(proc, "not a run directory")
 
 
+def test_resume_with_demos_is_refused(launch, tmp_path):
+    # The run's replay keeps its own demonstrations; new ones would pretrain again.
+    proc = launch("train", "--resume", str(tmp_path / "run"), "--demos", str(tmp_path))
+    assert_one_line_error(proc, "--demos: a resumed run keeps the demonstrations")
+    assert proc.returncode == 2
+
+
 def test_eval_of_a_missing_path(launch, tmp_path):
     proc = launch("eval", str(tmp_path / "nothing"))
     assert_one_line_error(proc)

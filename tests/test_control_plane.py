@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 
 from distributed_sac.config import ReplayConfig
-from distributed_sac.data import Chunk
-from distributed_sac.remote.replay_server import (
-    ReplayServer,
-    new_client_id,
-    remote_replay,
-)
+from distributed_sac.data import EMPTY_MIRROR, Chunk, FeedRequest
+from distributed_sac.remote.replay_server import ReplayServer, remote_replay
 from distributed_sac.remote.weights_client import WeightsClient
 from distributed_sac.replay import ReplaySpec
 
@@ -50,8 +46,7 @@ def test_many_parked_adds_never_block_feed_or_stats(ray_cluster):
     parked = [replay.add.remote(w, [_chunk(rng)], []) for w in range(8)]
     stats = ray.get(replay.stats.remote(), timeout=60)
     assert stats.agent_steps == 24
-    client = new_client_id()
-    feed = ray.get(replay.feed.remote(client, 64), timeout=60)
+    feed = ray.get(replay.feed.remote(FeedRequest(EMPTY_MIRROR, 64, 0)), timeout=60)
     assert feed.updates > 0 and feed.reset
     replies = ray.get(parked, timeout=300)  # bounded waits: every parked add answers
     assert any(r.throttled for r in replies)  # ... some of them: "send again"

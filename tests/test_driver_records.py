@@ -88,13 +88,14 @@ def driver(tmp_path, monkeypatch):
         stats=lambda: replay_stats,
         close=lambda: None,
         state=lambda: {},
-        snapshot=lambda *path: 0,
+        snapshot=lambda *path: {},
     )
     d.learner = Actor(stats=lambda: learner_stats, run=lambda *a: 0, state=lambda: {})
     d.workers, d._restarts, d._coming_back = [], [], {}
     d.counters = {"worker_restarts": 0, "learner_restarts": 0, "episodes": 0}
     d.wandb = Recorder()
     d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None
+    d._warned_stats = False
     # An evaluation still running when collection ends.
     d._eval = Ref(EvalRecord(400, 4_900, -482.0, 1.0, 120.0, None))
     return d
@@ -113,6 +114,26 @@ def test_rates_after_resume_count_only_this_sessions_updates(driver):
     assert record["learner_updates"] == RESUMED_UPDATES
     assert record["updates_per_s"] == 0.0
     assert record["learner_idle_frac"] == 0.0
+
+
+def test_a_failed_stats_call_is_retried_and_warned_once(driver, caplog):
+    from ray.exceptions import RayTaskError
+
+    healthy = driver.learner._methods["stats"]
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) in (2, 3):  # the final record's first two tries
+            raise RayTaskError("stats", "", RuntimeError("deque mutated during iteration"))
+        return healthy()
+
+    driver.learner._methods["stats"] = flaky
+    record = driver.train()  # before: the RayTaskError ended the run without its record
+    assert record["learner_updates"] == RESUMED_UPDATES
+    assert driver.run.read_metrics()[-1]["learner_updates"] == RESUMED_UPDATES
+    warnings = [r for r in caplog.records if "stats call failed" in r.getMessage()]
+    assert len(warnings) == 1 and "deque mutated" in warnings[0].getMessage()
 
 
 def test_a_checkpoints_granted_updates_leave_out_the_pretraining():

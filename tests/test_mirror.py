@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from distributed_sac.config import ReplayConfig
-from distributed_sac.data import Batch, Chunk, EpisodeStats
-from distributed_sac.mirror import DeviceMirror, concat_batches
+from distributed_sac.data import Batch, Chunk, EpisodeStats, FeedRequest
+from distributed_sac.mirror import DeviceMirror
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
-from distributed_sac.remote.replay_server import ReplayServer, new_client_id
+from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
+from distributed_sac.replay_mirror import ReplayMirror
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.snapshot import MANIFEST, restore_snapshot
 from distributed_sac.tensors import batch_tensors
@@ -65,39 +66,39 @@ def _spec(**replay) -> ReplaySpec:
 
 
 class Learnerish:
-    """What the learner does with feeds: one mirror, demos, gathers."""
+    """The learner's side of the protocol, as ``Learner._loop`` runs it: the production
+    ``ReplayMirror`` follows each feed, each request states it and the granted count."""
 
-    def __init__(self) -> None:
-        self.client = new_client_id()
-        self.mirror: DeviceMirror | None = None
-        self.demos: DeviceMirror | None = None
+    def __init__(self, granted: int = 0) -> None:
+        self.mirror = ReplayMirror()
+        self.granted = granted
+
+    def request(self, updates: int, pretrain: bool = False, version: int = 0) -> FeedRequest:
+        return FeedRequest(self.mirror.state(), updates, self.granted, version, pretrain)
+
+    def follow(self, server: ReplayServer, feed, pretrain: bool = False) -> list:
+        """Follow ``feed`` and gather its batches, checked against the replay's own data."""
+        if not self.mirror.follow(feed):
+            return []
+        if not pretrain:
+            self.granted += feed.updates
+        batches, d = [], feed.demo_idx.shape[1]
+        for j in range(feed.updates):
+            batch = self.mirror.batch(feed, j)
+            if d:
+                assert_same(_rows(batch, 0, d), server.demos.gather(feed.demo_idx[j]))
+            if feed.replay_idx.shape[1]:
+                assert_same(_rows(batch, d, None), server.buffer.gather(feed.replay_idx[j]))
+            batches.append(batch)
+        return batches
 
     def take(self, server: ReplayServer, updates: int, pretrain: bool = False) -> list:
-        feed = server.feed(self.client, updates, pretrain)
-        if feed.reset or self.mirror is None:
-            self.mirror = self.mirror or DeviceMirror(feed.geometry)
-            self.mirror.layout.clear()
-            self.mirror.layout.chunks_added = feed.first_seq
-        assert feed.first_seq == self.mirror.layout.chunks_added
-        self.mirror.apply(feed.chunks)
-        if feed.demos is not None:
-            n = feed.demos.num_transitions
-            geometry = feed.geometry._replace(
-                capacity=n, frame_capacity=n + STACK * len(feed.demos.lengths)
-            )
-            self.demos = DeviceMirror(geometry)
-            self.demos.apply(feed.demos)
-        batches = []
-        for j in range(feed.updates):
-            parts = []
-            if feed.demo_idx.shape[1]:
-                parts.append(self.demos.gather(feed.demo_idx[j]))
-                assert_same(parts[-1], server.demos.gather(feed.demo_idx[j]))
-            if feed.replay_idx.shape[1]:
-                parts.append(self.mirror.gather(feed.replay_idx[j]))
-                assert_same(parts[-1], server.buffer.gather(feed.replay_idx[j]))
-            batches.append(concat_batches(parts))
-        return batches, feed
+        feed = server.feed(self.request(updates, pretrain))
+        return self.follow(server, feed, pretrain), feed
+
+
+def _rows(batch, start, stop):
+    return type(batch)(*(f[start:stop] for f in batch))
 
 
 def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
@@ -117,7 +118,7 @@ def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path)
     learner = Learnerish()
     _add_episodes(server, ref, 3)
     batches, feed = learner.take(server, 5)
-    assert feed.reset and len(batches) == 5 and len(learner.mirror) == len(server.buffer)
+    assert feed.reset and len(batches) == 5 and len(learner.mirror.replay) == len(server.buffer)
     new = _add_episodes(server, ref, 1)
     _, feed = learner.take(server, 3)
     assert not feed.reset and len(feed.chunks.lengths) == new  # only the new episode's chunks
@@ -125,10 +126,11 @@ def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path)
     restarted = Learnerish()
     _, feed = restarted.take(server, 2)
     assert feed.reset and feed.chunks.num_transitions == len(server.buffer)
-    # The first learner's chunks went to the other one: it resyncs instead of missing them.
-    _add_episodes(server, ref, 1)
+    # The replay keeps no per-client state: the first learner still gets just what it lacks.
+    new = _add_episodes(server, ref, 1)
     _, feed = learner.take(server, 2)
-    assert feed.reset
+    assert not feed.reset and len(feed.chunks.lengths) == new
+    assert len(learner.mirror.replay) == len(server.buffer)
     # Falling more than a whole buffer behind also means a full resync.
     _add_episodes(server, ref, 12)
     _, feed = learner.take(server, 2)
@@ -137,8 +139,38 @@ def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path)
     server.snapshot()
     back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     assert back.state() == server.state() and len(back.buffer) == len(server.buffer)
+    assert back.lineage != server.lineage
     _, feed = learner.take(back, 2)
-    assert feed.reset
+    assert feed.reset and len(learner.mirror.replay) == len(back.buffer)
+
+
+def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
+    spec = _spec(replay_ratio=4.0)
+    spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
+    server = ReplayServer(spec)
+    ref = Reference(np.random.default_rng(6), max_episode=30, max_chunk=8)
+    server.load_demos([c for _ in range(2) for c in ref.episode_chunks()])
+    learner = Learnerish()
+    # Dropped: the answer to the first request (demos and the whole buffer) is never followed,
+    # as when pretraining ended with a feed in flight. Nothing counts it as delivered.
+    _add_episodes(server, ref, 3)
+    server.feed(learner.request(4, pretrain=True))
+    batches, feed = learner.take(server, 3)
+    assert feed.reset and feed.demos is not None and len(batches) == 3
+    assert feed.demo_idx.shape == (3, 2)
+    # Repeated: the same request answered twice; the second answer does not follow the mirror
+    # once the first is followed, and is skipped; the next request gets what is missing.
+    _add_episodes(server, ref, 1)
+    request = learner.request(2)
+    first, second = server.feed(request), server.feed(request)
+    assert len(learner.follow(server, first)) == 2
+    assert learner.follow(server, second) == []  # its chunks are the mirror's already
+    _add_episodes(server, ref, 1)
+    _, feed = learner.take(server, 2)
+    assert len(learner.mirror.replay) == len(server.buffer) and feed.demos is None
+    assert server.limiter.samples == learner.granted == 3 + 2 + 2  # the skipped one is not
+    # Retried (the replay restarted with the call in flight): answered anew from the request.
+    assert server.feed(learner.request(1)).first_seq == server.buffer.layout.chunks_added
 
 
 def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
@@ -213,17 +245,39 @@ def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_
         np.testing.assert_array_equal(x, y)
 
 
-def test_a_learner_or_replay_back_from_an_older_state_aligns_the_ratio_count():
-    server = ReplayServer(_spec(replay_ratio=4.0))
+def test_every_request_sets_the_ratio_count_to_the_learners(tmp_path):
+    server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=8)
     _add_episodes(server, ref, 4)
-    server.feed("a", 30, granted=0)
-    assert server.limiter.samples == 30
-    server.feed("a", 30, granted=0)  # a known client's count is the replay's own
-    assert server.limiter.samples == 60
+    learner = Learnerish()
+    learner.take(server, 30)
+    assert server.limiter.samples == learner.granted == 30
+    server.snapshot()  # counts 30 granted
+    learner.take(server, 30)
+    assert server.limiter.samples == learner.granted == 60
     # A learner restarted from a checkpoint made 25 of those updates: the rest is granted again.
-    server.feed("b", 10, granted=25)
+    restarted = Learnerish(granted=25)
+    restarted.take(server, 10)
     assert server.limiter.samples == 35
+    # A replay restored from the older snapshot takes the count of the learner it meets,
+    # the feed that learner holds included: nothing is granted twice.
+    back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
+    assert back.limiter.samples == 30
+    restarted.take(back, 5)
+    assert back.limiter.samples == restarted.granted == 40
+
+
+def test_sample_age_counts_in_weights_versions_and_is_never_negative():
+    server = ReplayServer(_spec(replay_ratio=4.0))
+    ref = Reference(np.random.default_rng(7), max_episode=30, max_chunk=8)
+    for _ in range(4):  # acted by weights after 1,000 pretraining updates
+        for chunk in ref.episode_chunks():
+            server.add(0, [chunk._replace(weights_version=1000)], [])
+    server.feed(FeedRequest(Learnerish().mirror.state(), 4, 0, version=1010))
+    assert server.stats().sample_age == 10.0
+    # A learner restarted from an older checkpoint counts from below the data's version.
+    server.feed(FeedRequest(Learnerish().mirror.state(), 4, 4, version=900))
+    assert server._sample_ages[-1] == 0.0
 
 
 def test_weights_calls_answer_on_news_and_a_restarted_learner_replaces_the_dead_ones():
@@ -259,16 +313,17 @@ def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_r
     server = ReplayServer(spec)
     server.feed_wait_s = 0.0
     ref = Reference(np.random.default_rng(5), max_episode=8, max_chunk=8)
+    learner = Learnerish()
     done = False
     while not done:
         chunks = ref.episode_chunks()
         reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)])
-        learner_feed = server.feed("l", 100)
+        _, learner_feed = learner.take(server, 100)
         done = reply.done
     assert server.agent_steps == server.buffer.total_added == 45
     server.close()
     while not learner_feed.done:
-        learner_feed = server.feed("l", 100)
+        _, learner_feed = learner.take(server, 100)
     assert server.limiter.samples == 45 - 20  # ratio 1 after min_size 20
 
 
@@ -281,3 +336,107 @@ def test_metrics_window_reads_means_and_stops_on_nan():
     window.add({"critic_loss": torch.tensor(float("nan")), "alpha": torch.tensor(0.5)})
     with pytest.raises(NonFiniteLossError, match="critic_loss in updates 2..3"):
         window.read(3)
+
+
+def test_a_snapshot_overtaken_by_eviction_restores_what_it_holds(tmp_path, monkeypatch):
+    import distributed_sac.snapshot as snapshot
+
+    monkeypatch.setattr(snapshot, "PART_TRANSITIONS", 8)  # a part per chunk: many lock turns
+    server = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    ref = Reference(np.random.default_rng(8), max_episode=30, max_chunk=8)
+    _add_episodes(server, ref, 3)
+
+    class EvictingLock:
+        """The replay's lock, but inserts arrive (and evict) between the writer's turns."""
+
+        def __init__(self) -> None:
+            self.turns = 0
+
+        def __enter__(self):
+            self.turns += 1
+            if self.turns == 3:  # after the first part is written
+                _add_episodes(server, ref, 1)  # evicts chunks not written yet
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+    state = server._snapshots.write(EvictingLock(), server.buffer, server._state)
+    assert state["limiter"]["inserts"] < server.agent_steps  # taken before the inserts
+    back = ReplayBuffer(60, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+    manifest = restore_snapshot(tmp_path / "replay", back)  # raised "missing chunks" before
+    assert len(back) > 0 and back.layout.chunks_added == manifest["end_seq"]
+    # What it holds is what the buffer held under those sequence numbers, transition for
+    # transition (the chunks it left out were evicted while it was written).
+    live = server.buffer.run_since(back.layout.first_seq)
+    n = back.layout.size
+    np.testing.assert_array_equal(back.run_since(back.layout.first_seq).action, live.action[:n])
+    restarted = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    assert restarted.restored and len(restarted.buffer) == n
+
+
+def test_demonstrations_survive_a_replay_restart(tmp_path):
+    spec = _spec()
+    spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
+    server = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
+    ref = Reference(np.random.default_rng(9), max_episode=30, max_chunk=30)
+    server.load_demos([c for _ in range(3) for c in ref.episode_chunks()])
+    _add_episodes(server, ref, 4)
+    learner = Learnerish()
+    learner.take(server, 2)
+    server.snapshot()
+    back = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
+    assert back.demos_id == server.demos_id and len(back.demos) == len(server.demos)
+    idx = np.arange(len(server.demos))
+    for x, y in zip(back.demos.gather(idx), server.demos.gather(idx), strict=True):
+        np.testing.assert_array_equal(x, y)
+    _, feed = learner.take(back, 3)  # the mirror holds these demos: not sent again
+    assert feed.reset and feed.demos is None and feed.demo_idx.shape == (3, 2)
+    _, feed = Learnerish().take(back, 3)  # a new learner gets them, and pretraining works
+    assert feed.demos is not None
+    assert back.feed(Learnerish().request(2, pretrain=True)).demo_idx.shape == (2, 8)
+    back.stats()
+    assert back.stats().demo_fraction_held == 0.25
+
+
+def test_a_failing_publisher_stops_the_update_loop_with_its_error():
+    from distributed_sac.remote.learner import PublishError, WeightsPublisher
+
+    class Broken(WeightsPublisher):
+        def _publish(self, version, state):
+            raise OSError("object store full")
+
+    publisher = Broken(lambda version, ref: None)
+    publisher.submit(1, {})
+    with pytest.raises(PublishError, match="OSError: object store full"):
+        publisher.flush(timeout=10)  # at once, not after the 60 s wait
+    with pytest.raises(PublishError):
+        publisher.submit(2, {})
+
+
+def test_stats_never_see_a_container_change_size_while_updates_go_on():
+    window = MetricsWindow(keep=10_000)
+    server = ReplayServer(_spec())
+    ref = Reference(np.random.default_rng(10), max_episode=4, max_chunk=4)
+    chunk = ref.episode_chunks()[0]
+    stop = threading.Event()
+
+    def churn() -> None:
+        k = 0
+        while not stop.is_set():
+            window.recent.append({"critic_loss": 1.0, f"m{k % 7}": 2.0})
+            window.read(k)
+            window.add({"critic_loss": torch.tensor(1.0)})
+            server.add(k, [chunk], [])  # a new worker id each time: the dict grows
+            k += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            window.means()
+            server.state()
+    finally:
+        stop.set()
+        thread.join()

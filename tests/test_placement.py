@@ -6,7 +6,6 @@ The resume test ends the first run's actors, so it stays last in this module."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 import ray
@@ -16,7 +15,7 @@ from ray.cluster_utils import Cluster
 from distributed_sac.remote import session
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
-from tests.conftest import tiny_ray_config
+from tests.conftest import end_actors, tiny_ray_config
 
 pytestmark = pytest.mark.ray
 
@@ -68,27 +67,13 @@ def test_workers_spread_over_both_nodes(placed):
     assert len({w.node_id for w in workers}) == 2
 
 
-def _end_actors(driver) -> None:
-    """Kill a finished driver's named actors and wait until their names are free again."""
-    for actor in [driver.learner, driver.replay, driver.evaluator, *driver.workers]:
-        ray.kill(actor)
-    names = ["learner", "replay", "evaluator"]
-    for name in names + [f"env-worker-{i}" for i in range(len(driver.workers))]:
-        while True:
-            try:
-                ray.get_actor(name)
-            except ValueError:
-                break
-            time.sleep(0.1)
-
-
 def test_resume_continues_from_the_checkpoints_counts_and_replay(placed):
     """A second session on the run directory, as `--resume` plans it, starts from the first
     session's updates, agent steps and replay, and ends where one uninterrupted run of the
     whole budget would. (Resume that did nothing would start at 0 and end there too.)"""
     driver, gpu_node, before, _ = placed
     cfg = driver.cfg
-    _end_actors(driver)
+    end_actors(driver)
     min_size, ratio = cfg.replay.min_size, cfg.replay.replay_ratio
     assert (before["agent_steps"], before["learner_updates"]) == (
         120,

@@ -108,6 +108,7 @@ class Driver:
         self._returns: deque[float] = deque(maxlen=20)
         self._eval: ray.ObjectRef | None = None
         self._last_eval: EvalRecord | None = None
+        self._warned_stats = False
 
     def _start_learner(self) -> tuple[ray.actor.ActorHandle, str]:
         self.device = learner_device(self.cfg)
@@ -121,13 +122,14 @@ class Driver:
         return learner, node
 
     def _resume(self, path: Path, payload: dict) -> None:
+        """The learner from the checkpoint; the replay has restored itself from its snapshot
+        (contents and counters agree there), or, with none, takes the checkpoint's counters.
+        The learner's first feed request aligns the rate limiter to the checkpoint's count."""
         self.counters.update(payload["counters"])
-        ray.get(
-            [
-                self.learner.load_state.remote(payload["agent"], granted_updates(payload)),
-                self.replay.restore.remote(payload["replay"]),
-            ]
-        )
+        calls = [self.learner.load_state.remote(payload["agent"], granted_updates(payload))]
+        if not ray.get(self.replay.was_restored.remote()):
+            calls.append(self.replay.restore.remote(payload["replay"]))
+        ray.get(calls)
         log.info("resumed from %s", path)
 
     def _start_collectors(self) -> tuple[ray.actor.ActorHandle, list[ray.actor.ActorHandle]]:
@@ -147,10 +149,22 @@ class Driver:
         return evaluator, workers
 
     def pretrain(self, chunks: list, updates: int) -> None:
-        """Load demonstrations into replay and run `updates` learner updates on them first."""
+        """Load demonstrations into replay and run `updates` learner updates on them first; a
+        learner that dies meanwhile is restarted and pretrains again from its start."""
         n = ray.get(self.replay.load_demos.remote(chunks))
         log.info("loaded %d demonstration transitions; pretraining for %d updates", n, updates)
-        ray.get(self.learner.pretrain.remote(self.replay, updates))
+        self._pretrain(updates)
+
+    def _pretrain(self, updates: int) -> None:
+        """`updates` pretraining updates on the replay's demonstrations (which it keeps across
+        its own restarts); a learner that dies meanwhile is restarted and starts them over."""
+        while updates:
+            try:
+                ray.get(self.learner.pretrain.remote(self.replay, updates))
+                break
+            except RayActorError:
+                self._learner_back("it died during pretraining and pretrains again")
+                ray.get(self.learner.attach.remote(self.replay))
         self.counters["pretrain_updates"] += updates
 
     def train(self) -> dict:
@@ -200,6 +214,8 @@ class Driver:
                         self.checkpoint(steps)
                 except RayActorError:
                     continue  # the learner died: its run call fails next and restarts it
+                except RayTaskError as exc:
+                    self._stats_failed(exc)  # logged again at the next interval
             if interrupted.is_set():
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
                 stop_run(self.workers, self.replay, self.learner, [*runs, learner_run])
@@ -211,11 +227,31 @@ class Driver:
         try:
             # Always: a checkpoint taken at these steps while the learner drained lacks updates.
             self.checkpoint(ray.get(self.replay.stats.remote()).agent_steps)
-            record, _ = self._log(prev, None)
+            record = self._final_log(prev)
             progress.summary(record)
         finally:
             self.wandb.finish()
         return record
+
+    def _final_log(self, prev: _Previous, attempts: int = 5) -> dict:
+        """The final metrics record; a failed stats call is retried."""
+        for attempt in range(attempts):
+            try:
+                return self._log(prev, None)[0]
+            except RayTaskError as exc:
+                if attempt == attempts - 1:
+                    raise
+                self._stats_failed(exc)
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
+
+    def _stats_failed(self, exc: RayTaskError) -> None:
+        """A stats call that raised: the run goes on and retries at the next interval; warned
+        once per run."""
+        if not self._warned_stats:
+            cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+            log.warning("a stats call failed (%s); retrying at the next log interval", cause)
+            self._warned_stats = True
 
     def _learner_returned(self, ref: ray.ObjectRef) -> ray.ObjectRef | None:
         """None once the learner's loop has ended; a new run call if its process died."""
@@ -235,21 +271,22 @@ class Driver:
         limiter counts the checkpoint's updates again, so the updates lost with the old process
         are granted again. Without a checkpoint yet, the pretraining on demonstrations reruns.
         """
-        self.counters["learner_restarts"] += 1
-        wait_until_back(self.learner, "node_id", self.cfg.schedule_timeout_s)
         found = latest_run_checkpoint(self.run.checkpoints, self.cfg)
+        self._learner_back(f"restarted from {found[0] if found else 'its initial weights'}")
         if found is not None:
             ray.get(self.learner.load_state.remote(found[1]["agent"], granted_updates(found[1])))
             self.counters["pretrain_updates"] = found[1]["counters"].get("pretrain_updates", 0)
         ray.get(self.learner.attach.remote(self.replay))
-        log.warning(
-            "the learner died; restarted from %s (%d restarts)",
-            found[0] if found is not None else "its initial weights",
-            self.counters["learner_restarts"],
-        )
         if found is None and self.counters["pretrain_updates"]:
-            ray.get(self.learner.pretrain.remote(self.replay, self.counters["pretrain_updates"]))
+            updates, self.counters["pretrain_updates"] = self.counters["pretrain_updates"], 0
+            self._pretrain(updates)
         return self.learner.run.remote(self.replay)
+
+    def _learner_back(self, how: str) -> None:
+        """Count a learner restart and wait until Ray has its process back."""
+        self.counters["learner_restarts"] += 1
+        wait_until_back(self.learner, "node_id", self.cfg.schedule_timeout_s)
+        log.warning("the learner died; %s (%d restarts)", how, self.counters["learner_restarts"])
 
     def _finish_worker(self, ref: ray.ObjectRef, runs: dict) -> None:
         index = runs.pop(ref)
@@ -316,6 +353,7 @@ class Driver:
             "policy_lag": lag_median,
             "policy_lag_p90": lag_p90,
             "sample_age": None if math.isnan(replay.sample_age) else replay.sample_age,
+            "demo_fraction_held": replay.demo_fraction_held,
             "replay_size": replay.replay_size,
             "agent_steps_per_s": (replay.agent_steps - prev.agent_steps) / dt,
             "updates_per_s": (learner.updates - prev.updates) / dt,
@@ -362,8 +400,9 @@ class Driver:
 
     def checkpoint(self, agent_steps: int) -> Path:
         """Learner state and counters in one atomic file; replay snapshot beside it."""
-        agent, replay_state = ray.get([self.learner.state.remote(), self.replay.state.remote()])
-        ray.get(self.replay.snapshot.remote())
+        agent = ray.get(self.learner.state.remote())
+        # The replay's counters as its snapshot holds them (taken with its chunks).
+        replay_state = ray.get(self.replay.snapshot.remote())
         state = {"agent": agent, "replay": replay_state, "counters": dict(self.counters)}
         path = save_checkpoint(
             self.run.checkpoints,

@@ -1,13 +1,14 @@
 """Learner actor: feeds its replay mirror, runs SAC-AE updates, publishes weights.
 
-Pixels cross once: each ``ReplayServer.feed`` reply carries the chunks inserted since the last
-one and index batches for several updates; the learner places the chunks in its
-``DeviceMirror`` (GPU memory on CUDA) and gathers every batch there. Two feeds stay in flight so
-the replay prepares the next while this one trains (STYLE.md habit 7). The update loop never
-waits on the host: metrics are summed on the device and read every ``METRICS_EVERY`` updates
-(and before each publish), and publishing (device copy, numpy, ``ray.put``) runs on a
-background thread. A threaded actor: ``run`` holds one thread, ``stats`` and ``state`` answer
-from others.
+Pixels cross once: each ``ReplayServer.feed`` reply carries the chunks its mirror lacks and
+index batches for several updates; the learner's ``ReplayMirror`` places the chunks (GPU memory
+on CUDA) and gathers every batch there. Each request states the mirror and the updates granted
+so far, including the feed about to be trained, and goes out before that feed trains, so the
+replay prepares the next while this one trains and its count is exact (docs/design.md, "The
+feed protocol"). The update loop never waits on the host: metrics are summed on the device and
+read every ``METRICS_EVERY`` updates (and before each publish), and publishing (device copy,
+numpy, ``ray.put``) runs on a background thread, whose error stops the loop. A threaded actor:
+``run`` holds one thread, ``stats`` and ``state`` answer from others.
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ import ray
 import torch
 
 from distributed_sac.config import TrainConfig
-from distributed_sac.data import Feed, LearnerStats
-from distributed_sac.mirror import DeviceMirror, concat_batches
+from distributed_sac.data import Feed, FeedRequest, LearnerStats
 from distributed_sac.policy import PolicyWeights
-from distributed_sac.remote.replay_server import new_client_id
 from distributed_sac.remote.telemetry import LearnerTelemetry
+from distributed_sac.replay_mirror import ReplayMirror
 from distributed_sac.sac_ae import SacAeAgent
 
 log = logging.getLogger(__name__)
 
-FEEDS_IN_FLIGHT = 2
 UPDATES_PER_FEED = 64
 """Updates one feed carries indices for: about 50 ms of GPU work per round trip."""
 METRICS_EVERY = 50
@@ -46,6 +45,10 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
+class PublishError(RuntimeError):
+    """The weights publisher thread failed; the run stops with its error."""
+
+
 class MetricsWindow:
     """Sums each update metric on its device; ``read`` syncs once and checks they are finite."""
 
@@ -54,6 +57,7 @@ class MetricsWindow:
         self._counts: dict[str, int] = {}
         self._first_update = 0
         self.recent: deque[dict[str, float]] = deque(maxlen=max(1, keep // METRICS_EVERY))
+        self._recent_lock = threading.Lock()  # the update thread appends, ``stats`` reads
 
     def add(self, metrics: Mapping[str, torch.Tensor]) -> None:
         for name, value in metrics.items():
@@ -79,20 +83,24 @@ class MetricsWindow:
             raise NonFiniteLossError(
                 f"non-finite {', '.join(bad)} in updates {first}..{num_updates}; stopping"
             )
-        self.recent.append(means)
+        with self._recent_lock:
+            self.recent.append(means)
         return means
 
     def means(self) -> dict[str, float]:
         """Means over the recent reads."""
-        keys = {k for m in self.recent for k in m}
-        return {k: float(np.mean([m[k] for m in self.recent if k in m])) for k in keys}
+        with self._recent_lock:
+            recent = list(self.recent)
+        keys = {k for m in recent for k in m}
+        return {k: float(np.mean([m[k] for m in recent if k in m])) for k in keys}
 
 
 class WeightsPublisher:
     """A thread that turns device weight copies into numpy ``PolicyWeights`` in the object store.
 
     Newest wins: a publish asked for while the previous one is still being put replaces any
-    waiting one. ``on_published(version, ref)`` runs on the thread.
+    waiting one. ``on_published(version, ref)`` runs on the thread. An exception there ends
+    the thread and is kept in ``error``; ``submit`` and ``flush`` then raise ``PublishError``.
     """
 
     def __init__(self, on_published) -> None:
@@ -100,10 +108,19 @@ class WeightsPublisher:
         self._pending: queue.Queue = queue.Queue(maxsize=1)
         self._idle = threading.Event()
         self._idle.set()
+        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="publisher", daemon=True)
         self._thread.start()
 
+    def check(self) -> None:
+        """Raise ``PublishError`` if the thread failed."""
+        if self.error is not None:
+            raise PublishError(
+                f"publishing weights failed: {type(self.error).__name__}: {self.error}"
+            ) from self.error
+
     def submit(self, version: int, state: dict[str, torch.Tensor]) -> None:
+        self.check()
         self._idle.clear()
         try:
             self._pending.get_nowait()
@@ -114,14 +131,22 @@ class WeightsPublisher:
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every submitted publish is in the object store."""
         self._idle.wait(timeout)
+        self.check()
 
     def _loop(self) -> None:
-        while True:
-            version, state = self._pending.get()
-            weights = PolicyWeights(version, {k: v.cpu().numpy() for k, v in state.items()})
-            self._on_published(version, ray.put(weights))
-            if self._pending.empty():
-                self._idle.set()
+        try:
+            while True:
+                version, state = self._pending.get()
+                self._publish(version, state)
+                if self._pending.empty():
+                    self._idle.set()
+        except BaseException as exc:  # kept for the update loop, which stops the run with it
+            self.error = exc
+            self._idle.set()
+
+    def _publish(self, version: int, state: dict[str, torch.Tensor]) -> None:
+        weights = PolicyWeights(version, {k: v.cpu().numpy() for k, v in state.items()})
+        self._on_published(version, ray.put(weights))
 
 
 class Learner:
@@ -146,16 +171,16 @@ class Learner:
             )
         self.agent = SacAeAgent(obs_shape, action_dim, cfg.agent, device=device, seed=cfg.seed)
         self.replay = replay
-        self.mirror: DeviceMirror | None = None
-        self.demos: DeviceMirror | None = None
-        self._client = new_client_id()  # a restarted learner is new to the replay: full resync
+        self.mirror = ReplayMirror(device)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._weights: tuple[int, ray.ObjectRef | None] = (-1, None)
         self._published_at = 0.0
         self.granted = 0
-        """Updates the replay's rate limiter granted this learner (not pretraining)."""
+        """Updates the replay's rate limiter granted this learner in the feeds it followed
+        (made, or being made; not pretraining): every feed request states it."""
         self._publish_times: deque[tuple[int, float]] = deque(maxlen=8)
+        self._times_lock = threading.Lock()  # the publisher appends, ``stats`` reads
         self.metrics = MetricsWindow()
         self._wait_s = self._update_s = 0.0
         self.telemetry = LearnerTelemetry()
@@ -188,7 +213,8 @@ class Learner:
 
     def _published(self, version: int, ref: ray.ObjectRef) -> None:
         self._weights, self._published_at = (version, ref), time.time()
-        self._publish_times.append((version, self._published_at))
+        with self._times_lock:
+            self._publish_times.append((version, self._published_at))
         self.telemetry.weights_version(version)
         if self.replay is not None:
             self.replay.set_weights.remote(version, [ref], self._published_at)
@@ -210,39 +236,13 @@ class Learner:
 
     # -- the update loop ----------------------------------------------------------------------
 
-    def _apply(self, feed: Feed) -> bool:
-        """Bring the mirrors up to date with ``feed``; False if it cannot follow (resync)."""
-        if feed.reset or self.mirror is None or self.mirror.geometry != feed.geometry:
-            if self.mirror is None or self.mirror.geometry != feed.geometry:
-                self.mirror = DeviceMirror(feed.geometry, self.device)
-            self.mirror.layout.clear()
-            self.mirror.layout.chunks_added = feed.first_seq
-        elif feed.first_seq != self.mirror.layout.chunks_added:
-            log.warning("replay feed out of order; resyncing the mirror")
-            self._client = new_client_id()
-            return False
-        self.mirror.apply(feed.chunks)
-        if feed.demos is not None:
-            n = feed.demos.num_transitions
-            geometry = feed.geometry._replace(
-                capacity=n, frame_capacity=n + feed.geometry.stack * len(feed.demos.lengths)
-            )
-            self.demos = DeviceMirror(geometry, self.device)
-            self.demos.apply(feed.demos)
-        return True
-
     def _train(self, feed: Feed, max_updates: int | None) -> None:
         for j in range(feed.updates):
             if self._stop.is_set() or (
                 max_updates is not None and self.agent.num_updates >= max_updates
             ):
                 return
-            parts = []
-            if feed.demo_idx.shape[1]:
-                parts.append(self.demos.gather(feed.demo_idx[j]))
-            if feed.replay_idx.shape[1]:
-                parts.append(self.mirror.gather(feed.replay_idx[j]))
-            self._update(concat_batches(parts), num_demo=feed.demo_idx.shape[1])
+            self._update(self.mirror.batch(feed, j), num_demo=feed.demo_idx.shape[1])
 
     def _update(self, batch, num_demo: int = 0) -> None:
         t0 = time.monotonic()
@@ -252,6 +252,7 @@ class Learner:
         self._update_s += seconds
         self.telemetry.update(seconds)
         self.metrics.add(metrics)
+        self._publisher.check()
         n = self.agent.num_updates
         publish = n % self.cfg.weights_publish_every == 0
         if publish or n % METRICS_EVERY == 0:
@@ -266,23 +267,39 @@ class Learner:
             if "alpha" in means:
                 self.telemetry.temperature(means["alpha"])
 
-    def _loop(self, request, max_updates: int | None, counted: bool = False) -> None:
-        """``counted``: the feeds' updates are the rate limiter's (not pretraining)."""
-        pending = deque(request() for _ in range(FEEDS_IN_FLIGHT))
-        while pending and not self._stop.is_set():
+    def _request(self, updates: int, pretrain: bool = False) -> FeedRequest:
+        return FeedRequest(
+            self.mirror.state(), updates, self.granted, self.agent.num_updates, pretrain
+        )
+
+    def _loop(self, replay, updates, max_updates: int | None, pretrain: bool = False) -> None:
+        """Follow feeds and train on them until the replay says done, ``stop()`` or
+        ``max_updates``. One request is in flight: it goes out once the previous feed is
+        followed (stating it), so the replay prepares it while that feed trains.
+
+        ``updates(in_hand)``: how many updates the next request asks for, given the updates of
+        the feed about to train (0: send none).
+        """
+        first = updates(0)
+        pending = replay.feed.remote(self._request(first, pretrain)) if first > 0 else None
+        while pending is not None and not self._stop.is_set():
             t0 = time.monotonic()
-            ready, _ = ray.wait([pending[0]], timeout=1.0)
+            ready, _ = ray.wait([pending], timeout=1.0)
             self._wait_s += time.monotonic() - t0
             if not ready:
                 continue
-            feed: Feed = ray.get(pending.popleft())
+            feed: Feed = ray.get(pending)
+            pending = None
             if feed.done or (max_updates is not None and self.agent.num_updates >= max_updates):
                 break
-            applied = self._apply(feed)
-            if applied and counted:
-                self.granted += feed.updates  # before the next request, which reports it
-            pending.append(request())
-            if applied:
+            followed = self.mirror.follow(feed)
+            in_hand = feed.updates if followed else 0
+            if not pretrain:
+                self.granted += in_hand  # stated by the next request, sent before training
+            ask = updates(in_hand)
+            if ask > 0:
+                pending = replay.feed.remote(self._request(ask, pretrain))
+            if followed:
                 self._train(feed, max_updates)
         self._read_metrics()
         self.publish(wait=True)
@@ -291,21 +308,16 @@ class Learner:
         """Off-policy pretraining on the replay actor's demonstrations before collection."""
         target = self.agent.num_updates + updates
 
-        def request():
-            left = target - self.agent.num_updates
-            return replay.feed.remote(self._client, max(1, min(UPDATES_PER_FEED, left)), True)
+        def ask(in_hand: int) -> int:
+            return min(UPDATES_PER_FEED, target - self.agent.num_updates - in_hand)
 
-        self._loop(request, target)
+        self._loop(replay, ask, target, pretrain=True)
         return self.agent.num_updates
 
     def run(self, replay: ray.actor.ActorHandle, max_updates: int | None = None) -> int:
         """Update until the replay reports collection over and drained, ``stop()``, or
         ``max_updates`` in all (benchmarks)."""
-        self._loop(
-            lambda: replay.feed.remote(self._client, UPDATES_PER_FEED, False, self.granted),
-            max_updates,
-            counted=True,
-        )
+        self._loop(replay, lambda in_hand: UPDATES_PER_FEED, max_updates)
         return self.agent.num_updates
 
     def stop(self) -> None:
@@ -314,13 +326,15 @@ class Learner:
     # -- monitoring and checkpoints -----------------------------------------------------------
 
     def stats(self) -> LearnerStats:
+        with self._times_lock:
+            publish_times = dict(self._publish_times)
         return LearnerStats(
             updates=self.agent.num_updates,
             weights_version=self._weights[0],
             wait_s=self._wait_s,
             update_s=self._update_s,
             losses=self.metrics.means(),
-            publish_times=dict(self._publish_times),
+            publish_times=publish_times,
         )
 
     def state(self) -> dict:

@@ -1,9 +1,13 @@
 """Replay actor: the one store of transitions, the samples-per-insert rate limiter, the demos.
 
-Pixels cross to the learner once: ``feed`` ships the chunks inserted since the learner last
-heard (each once, in order) with index batches for several updates, and the learner gathers
-stacks from its mirror (``mirror.DeviceMirror``). A learner it does not know (a new or restarted
-one), or one that fell a whole buffer behind, gets the whole content instead.
+Pixels cross to the learner once: ``feed`` ships the chunks the learner's mirror lacks (each
+once, in order) with index batches for several updates, and the learner gathers stacks from its
+mirror (``mirror.DeviceMirror``). The replay keeps no per-client delivery state: each request
+says what the mirror holds and how many rate-limited updates the learner was granted
+(``FeedRequest``), and the answer follows from that alone, so a dropped, repeated or retried
+request, a restarted learner and a restored replay need no special case (docs/design.md, "The
+feed protocol"). A mirror of another lineage (this replay restarted) or one a whole buffer
+behind gets the whole content.
 
 A threaded actor with concurrency groups, so no number of parked ``add`` calls can keep
 ``feed``, ``stats`` or the control calls from starting (they have their own threads). One lock
@@ -29,11 +33,20 @@ import numpy as np
 import ray
 
 from distributed_sac.acting_lag import PublishHistory
-from distributed_sac.data import AddReply, Chunk, EpisodeStats, Feed, ReplayStats, WeightsReply
+from distributed_sac.data import (
+    AddReply,
+    Chunk,
+    ChunkRun,
+    EpisodeStats,
+    Feed,
+    FeedRequest,
+    ReplayStats,
+    WeightsReply,
+)
 from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
 from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
-from distributed_sac.snapshot import SnapshotWriter, restore_snapshot
+from distributed_sac.snapshot import SnapshotWriter, read_demos, restore_snapshot, write_demos
 
 ADD_WAIT_S = 1.0
 """Longest an ``add`` waits on the rate limiter before answering ``throttled``."""
@@ -57,6 +70,9 @@ class ReplayServer:
             cfg.capacity, spec.frame_shape, spec.stack, spec.action_dim, spec.chunk_length
         )
         self.demos: ReplayBuffer | None = None
+        self.demos_id: str | None = None
+        self.lineage = uuid.uuid4().hex
+        """This replay's content: a new one each time the actor (re)starts."""
         self.limiter = RateLimiter(
             cfg.replay_ratio, cfg.min_size, cfg.ratio_tolerance, spec.max_insert, spec.total_steps
         )
@@ -67,9 +83,7 @@ class ReplayServer:
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
         self._worker_steps: dict[int, int] = {}
-        self._client: str | None = None
-        self._sent_seq = 0
-        self._demos_sent = False
+        self._demo_rows = deque(maxlen=64)  # (demo rows, batch rows) of recent granted feeds
         self._weights: tuple[int, list | None] = (-1, None)
         self._publishes = PublishHistory()
         self._sample_ages: deque[float] = deque(maxlen=64)
@@ -81,10 +95,16 @@ class ReplayServer:
         self.telemetry = ReplayTelemetry()
         self._snapshots = SnapshotWriter(snapshot) if snapshot else None
         manifest = restore_snapshot(snapshot, self.buffer) if snapshot else None
+        self.restored = manifest is not None
+        """Whether this actor came back from a snapshot (a Ray restart, or ``--resume``)."""
         if manifest is not None:
             # Restarted by Ray after a crash (or resumed): carry on from the last snapshot.
-            self.restore(manifest["counters"])
+            self._restore(manifest["counters"])
             self._snapshots.continue_from(manifest)
+        saved_demos = read_demos(snapshot) if snapshot else None
+        if saved_demos is not None:
+            # The run's own copy of its demonstrations, written when they were loaded.
+            self._set_demos(*saved_demos)
 
     @property
     def agent_steps(self) -> int:
@@ -146,40 +166,56 @@ class ReplayServer:
     # -- the learner --------------------------------------------------------------------------
 
     @ray.method(concurrency_group="feed")
-    def feed(
-        self, client: str, updates: int, pretrain: bool = False, granted: int | None = None
-    ) -> Feed:
-        """New chunks for ``client``'s mirror and index batches for up to ``updates`` updates.
+    def feed(self, request: FeedRequest) -> Feed:
+        """The chunks ``request.mirror`` lacks and index batches for up to ``request.updates``.
 
-        ``pretrain``: demonstrations only, outside the rate limiter (before collection).
-        ``granted``: the updates the learner has been granted in the feeds it received; a
-        client this replay does not know (a restarted learner, or this replay restored from a
-        snapshot) sets the limiter's count to it.
+        The answer follows from the request alone: the limiter takes the learner's
+        ``granted`` as its count of updates (a restarted learner, a replay restored from a
+        snapshot, a lost or retried feed: none skews the ratio), and the mirror gets what it
+        does not hold (everything when it follows another lineage or fell a buffer behind;
+        the demonstrations when it lacks these). ``pretrain``: demonstrations only, outside
+        the limiter.
         """
         with self._lock:
-            if granted is not None and not pretrain and client != self._client:
-                self.limiter.align(granted)
-            if pretrain:
+            if request.pretrain:
                 if self.demos is None or len(self.demos) < self.spec.batch_size:
                     raise ValueError("not enough demonstration transitions for one batch")
-                k = updates
+                k = request.updates
             else:
-                k = self._await_grant(updates)
-            reset = client != self._client or self._sent_seq < self.buffer.layout.first_seq
-            first = self.buffer.layout.first_seq if reset else self._sent_seq
+                self.limiter.align(request.granted)
+                k = self._await_grant(request.updates)
+            mirror, layout = request.mirror, self.buffer.layout
+            reset = mirror.lineage != self.lineage or not (
+                layout.first_seq <= mirror.next_seq <= layout.chunks_added
+            )
+            first = layout.first_seq if reset else mirror.next_seq
             chunks = self.buffer.run_since(first)
-            self._client, self._sent_seq = client, self.buffer.layout.chunks_added
             demos = None
-            if self.demos is not None and (reset or not self._demos_sent):
-                demos, self._demos_sent = self.demos.run_since(self.demos.layout.first_seq), True
-            demo_idx, replay_idx = self._draw(k, pretrain)
-            if k and not pretrain:
+            if self.demos is not None and mirror.demos != self.demos_id:
+                demos = self.demos.run_since(self.demos.layout.first_seq)
+            demo_idx, replay_idx = self._draw(k, request.pretrain, request.version)
+            if k and not request.pretrain:
                 self.limiter.sample(k)
                 self.telemetry.sampled(k)
+                self._demo_rows.append((demo_idx.size, demo_idx.size + replay_idx.size))
                 self._insert_ready.notify()
-            done = not pretrain and k == 0 and self.limiter.closed and self.limiter.grant(1) == 0
+            done = (
+                not request.pretrain
+                and k == 0
+                and self.limiter.closed
+                and self.limiter.grant(1) == 0
+            )
             return Feed(
-                reset, self.buffer.geometry, first, chunks, demos, demo_idx, replay_idx, done
+                reset,
+                self.lineage,
+                self.buffer.geometry,
+                first,
+                chunks,
+                self.demos_id,
+                demos,
+                demo_idx,
+                replay_idx,
+                done,
             )
 
     def _await_grant(self, updates: int) -> int:
@@ -203,7 +239,7 @@ class ReplayServer:
             return 0
         return self.limiter.grant(updates)
 
-    def _draw(self, k: int, pretrain: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, k: int, pretrain: bool, version: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.spec.batch_size
         if pretrain:
             return self.rng.integers(0, len(self.demos), (k, b)), np.empty((k, 0), np.int64)
@@ -217,13 +253,16 @@ class ReplayServer:
             versions = self.buffer.weights_versions(replay_idx.reshape(-1))
             acted = versions[versions >= 0]
             if acted.size:
-                self._sample_ages.append(float(self.limiter.samples - np.median(acted)))
+                # Both in weights versions (every update, pretraining too). A learner restarted
+                # from an older checkpoint counts from below the data's versions: age 0 then.
+                self._sample_ages.append(max(0.0, float(version - np.median(acted))))
                 self.telemetry.sample_age(self._sample_ages[-1])
         return demo_idx, replay_idx
 
     @ray.method(concurrency_group="control")
     def load_demos(self, chunks: list[Chunk]) -> int:
-        """Keep demonstrations in their own buffer, sampled at ``demo_fraction`` of each batch."""
+        """Keep demonstrations in their own buffer, sampled at ``demo_fraction`` of each batch;
+        with a snapshot folder, the run keeps a copy there that a restarted replay reloads."""
         n = sum(c.num_transitions for c in chunks)
         c0 = chunks[0]
         demos = ReplayBuffer(
@@ -235,9 +274,23 @@ class ReplayServer:
         )
         for chunk in chunks:
             demos.add(chunk)
+        demos_id = uuid.uuid4().hex
+        if self._snapshots is not None:
+            write_demos(self._snapshots.folder, demos.run_since(0), demos_id)
         with self._lock:
-            self.demos, self._demos_sent = demos, False
+            self.demos, self.demos_id = demos, demos_id
         return len(demos)
+
+    def _set_demos(self, run: ChunkRun, demos_id: str) -> None:
+        demos = ReplayBuffer(
+            max(run.num_transitions, self.spec.batch_size),
+            run.frames.shape[1:],
+            self.buffer.stack,
+            run.action.shape[1],
+            chunk_length_hint=max(1, int(run.lengths.min())),
+        )
+        demos.add_run(run)
+        self.demos, self.demos_id = demos, demos_id
 
     @ray.method(concurrency_group="control")
     def set_weights(
@@ -292,19 +345,24 @@ class ReplayServer:
     # -- checkpoints and monitoring -----------------------------------------------------------
 
     @ray.method(concurrency_group="snapshot")
-    def snapshot(self) -> int:
-        """Write the chunks added since the last snapshot and the counters, atomically.
+    def snapshot(self) -> dict:
+        """Write the chunks added since the last snapshot and the counters, atomically;
+        returns those counters (``state``, as the snapshot holds them).
 
         A Ray restart of this actor reloads them (fault tolerance), and so does ``--resume``.
         Only copying the new chunks out holds the lock; the writing happens outside it.
         """
         if self._snapshots is None:
             raise ValueError("this replay actor was built without a snapshot path")
-        return self._snapshots.write(self._lock, self.buffer, self.state)
+        return self._snapshots.write(self._lock, self.buffer, self._state)
 
     @ray.method(concurrency_group="control")
     def state(self) -> dict:
         """Counters to checkpoint beside the learner state."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> dict:
         return {
             "limiter": self.limiter.state_dict(),
             "episodes_total": self._episodes_total,
@@ -314,15 +372,18 @@ class ReplayServer:
 
     @ray.method(concurrency_group="control")
     def restore(self, state: dict) -> None:
+        """Counters of a checkpoint, for a replay that had no snapshot to restore from."""
         with self._lock:
-            self.limiter.load_state_dict(state["limiter"])
-            # A resumed run may collect further (a larger total); one restored after its last
-            # step stays closed, or its learner would wait for steps that never come.
-            self.limiter.closed = self.agent_steps >= self.spec.total_steps
-            self._episodes_total = int(state["episodes_total"])
-            self.rng.bit_generator.state = state["rng"]
-            self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
-            self._client = None  # the learner resyncs its mirror
+            self._restore(state)
+
+    def _restore(self, state: dict) -> None:
+        self.limiter.load_state_dict(state["limiter"])
+        # A resumed run may collect further (a larger total); one restored after its last
+        # step stays closed, or its learner would wait for steps that never come.
+        self.limiter.closed = self.agent_steps >= self.spec.total_steps
+        self._episodes_total = int(state["episodes_total"])
+        self.rng.bit_generator.state = state["rng"]
+        self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
 
     @ray.method(concurrency_group="control")
     def peek(self, n: int) -> np.ndarray | None:
@@ -339,6 +400,7 @@ class ReplayServer:
             episodes = list(self._episodes)
             self._episodes.clear()
             ages = list(self._sample_ages)
+            demo_fraction = self._demo_fraction_held()
             return ReplayStats(
                 agent_steps=self.agent_steps,
                 replay_size=len(self.buffer),
@@ -348,7 +410,25 @@ class ReplayServer:
                 worker_steps=dict(self._worker_steps),
                 sample_age=float(np.median(ages)) if ages else float("nan"),
                 closed=self._done,
+                demo_fraction_held=demo_fraction,
             )
+
+    def _demo_fraction_held(self) -> float:
+        """Demonstration rows per batch row over the recent granted feeds; before any (a new
+        or restarted replay), the share the next batch draws."""
+        if self._demo_rows:
+            demo_rows, rows = map(sum, zip(*self._demo_rows, strict=True))
+            return demo_rows / rows
+        if self.demos is None:
+            return 0.0
+        b = self.spec.batch_size
+        d = round(self.spec.cfg.demo_fraction * b)
+        return 1.0 if len(self.buffer) < b - d else d / b
+
+    @ray.method(concurrency_group="control")
+    def was_restored(self) -> bool:
+        """Whether this actor came back from a snapshot (its counters are the snapshot's)."""
+        return self.restored
 
     @ray.method(concurrency_group="control")
     def pid(self) -> int:
@@ -358,11 +438,6 @@ class ReplayServer:
     @ray.method(concurrency_group="control")
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-
-def new_client_id() -> str:
-    """A fresh mirror identity: the replay sends a client it does not know its whole content."""
-    return uuid.uuid4().hex
 
 
 def remote_replay(workers: int = 1) -> ray.actor.ActorClass:

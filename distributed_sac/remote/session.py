@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,38 +163,82 @@ def quiet_ray_logs(stream=None) -> None:
 
 
 def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0) -> dict:
-    """Connect to (or start) Ray, train to `total_steps`; returns the last metrics record."""
+    """Connect to (or start) Ray, train to `total_steps`; returns the last metrics record.
+
+    Ctrl-C stops cleanly (final checkpoint) and returns. SIGTERM stops the same way, then raises
+    `lifecycle.Stopped` (exit status 143, its message the one line to print); before and after
+    the training loop it raises Stopped at once, as Ctrl-C raises KeyboardInterrupt.
+    """
     quiet_ray_logs()
     import ray
 
-    from distributed_sac.remote.driver import Driver
+    from distributed_sac.remote.lifecycle import InterruptFlag, Stopped, sigterm_interrupts
     from distributed_sac.remote.placement import connect
 
     cfg = plan.cfg
+    before = signal.getsignal(signal.SIGTERM)
     started = connect(cfg, cfg.num_workers)
-    try:
-        run = plan.run
-        if not plan.resume:
-            run = RunDir.create(run.path, cfg, plan.meta)
-        else:
-            run.write_config(cfg, plan.meta)
-        log.info("run directory: %s", run.path)
-        if cfg.eval.every:
-            log.info(
-                "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
-                "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
-                cfg.eval.every,
-                cfg.eval.episodes,
-                cfg.eval.max_episode_steps,
-            )
+    with sigterm_interrupts(restore_to=before):
+        try:
+            record = _run(plan, demo_chunks, pretrain_updates)
+            if InterruptFlag.stopped_by == signal.SIGTERM:
+                raise Stopped(
+                    signal.SIGTERM,
+                    "stopped by SIGTERM: final checkpoint written at "
+                    f"{record['agent_steps']} agent steps",
+                )
+            return record
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _run(plan: Plan, demo_chunks: list | None, pretrain_updates: int) -> dict:
+    """`start` once Ray is up: the run directory, the driver, a CPU learner's speed, training."""
+    from distributed_sac.remote.driver import Driver
+    from distributed_sac.remote.placement import learner_device
+
+    cfg, run = plan.cfg, plan.run
+    if not plan.resume:
+        run = RunDir.create(run.path, cfg, plan.meta)
+    else:
+        run.write_config(cfg, plan.meta)
+    log.info("run directory: %s", run.path)
+    if cfg.eval.every:
+        log.info(
+            "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
+            "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
+            cfg.eval.every,
+            cfg.eval.episodes,
+            cfg.eval.max_episode_steps,
+        )
+    with ThreadPoolExecutor(1, thread_name_prefix="cpu-rate") as pool:
+        # The probe builds while the driver waits for its actors; it is timed once they idle.
+        probe = None
+        if learner_device(cfg) == "cpu":
+            from distributed_sac.cpu_rate import UpdateProbe
+
+            probe = pool.submit(UpdateProbe, cfg)
         driver = Driver(cfg, run, resume=plan.resume, checkpoint=plan.checkpoint)
-        record_wandb_mode(run, plan, driver.wandb.mode)
-        if demo_chunks:
-            driver.pretrain(demo_chunks, pretrain_updates)
-        return driver.train()
-    finally:
-        if started:
-            ray.shutdown()
+        if probe is not None:
+            try:
+                warn_if_slow(cfg, probe.result().rate())
+            except Exception as exc:  # advisory only: the learner itself reports real errors
+                log.warning("could not time a CPU learner here: %s", exc)
+    record_wandb_mode(run, plan, driver.wandb.mode)
+    if demo_chunks:
+        driver.pretrain(demo_chunks, pretrain_updates)
+    return driver.train()
+
+
+def warn_if_slow(cfg: TrainConfig, rate: float) -> None:
+    """One warning when a CPU learner's measured `rate` (updates/s) is below
+    `cpu_rate.SLOW_UPDATES_PER_S`: what the run would take, and the preset sized for CPUs."""
+    from distributed_sac.cpu_rate import slow_cpu_warning
+
+    warning = slow_cpu_warning(cfg, rate)
+    if warning:
+        log.warning("%s", warning)
 
 
 def record_wandb_mode(run: RunDir, plan: Plan, mode: str) -> TrainConfig:
