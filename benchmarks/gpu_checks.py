@@ -13,10 +13,11 @@ Three checks, each a function that returns a JSON-able dict with ``ok``:
   fused Adam) without and with ``torch.compile``: every loss finite, seconds of the first update
   (warm-up and compilation), median ms of the others, and how far the two runs' first-update
   losses lie apart (same seed, same batch: only rounding differs).
-* ``resync``: a mirror that followed the replay incrementally is forced to start over as a
-  learner does after a resync (``resync_mirror``: ``layout.clear``, then the whole content in
-  one apply), then gathered over every stored index against the replay, then follows a few
-  more inserts incrementally.
+* ``resync``: a forced learner resync through the production feed protocol: the learner's
+  ``ReplayMirror`` follows a ``ReplayServer``'s feeds (no Ray), the replay restarts from its
+  snapshot (a new lineage), and the next feed resets the mirror and ships the whole content;
+  every batch, then every stored index, is gathered against the replay's, then a few
+  incremental feeds follow.
 
 ``--device cpu --tiny`` runs all three in seconds (tests/test_gpu_checks.py); ``--torch-branch``
 runs the mirror's CUDA code (torch rings, staged uploads) on CPU tensors. On a GPU machine
@@ -34,6 +35,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 
@@ -42,10 +44,12 @@ import torch
 
 from benchmarks.report import write_json
 from distributed_sac import mirror as mirror_module
-from distributed_sac.config import AgentConfig
-from distributed_sac.data import Batch, Chunk, ChunkRun
+from distributed_sac.config import AgentConfig, ReplayConfig
+from distributed_sac.data import Batch, Chunk, ChunkRun, FeedRequest
 from distributed_sac.mirror import DeviceMirror
-from distributed_sac.replay import ReplayBuffer
+from distributed_sac.remote.replay_server import ReplayServer
+from distributed_sac.replay import ReplayBuffer, ReplaySpec
+from distributed_sac.replay_mirror import ReplayMirror
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.tensors import BatchTensors
 
@@ -190,53 +194,91 @@ def check_mirror(
     }
 
 
-def resync_mirror(mirror: DeviceMirror, rb: ReplayBuffer) -> int:
-    """Start ``mirror`` over from ``rb``'s whole content, as a learner does on a resync feed.
+class _CheckMirror(ReplayMirror):
+    """The learner's ``ReplayMirror``; ``torch_branch`` on the CPU takes the CUDA code path."""
 
-    Returns the transitions shipped. The learner's mirror does the same three steps on a feed
-    with ``reset``, with the replay's ``first_seq`` and chunks.
-    """
-    mirror.layout.clear()
-    mirror.layout.chunks_added = rb.layout.first_seq
-    run = read_only(rb.run_since(rb.layout.first_seq))
-    mirror.apply(run)
-    return run.num_transitions
+    def __init__(self, device: torch.device, torch_branch: bool) -> None:
+        super().__init__(device)
+        self._torch_branch = torch_branch
+
+    def _new_mirror(self, geometry) -> DeviceMirror:
+        mirror = DeviceMirror(geometry, self.device)
+        if self._torch_branch and mirror.device.type == "cpu":
+            mirror._cuda = True
+        return mirror
 
 
 def check_resync(
     device: torch.device, sizes: Sizes, seed: int = 1, torch_branch: bool = False
 ) -> dict:
-    """A forced resync of a mirror that had followed the replay, then gathers over everything."""
+    """A forced learner resync through the production protocol: the learner's ``ReplayMirror``
+    follows a ``ReplayServer``'s feeds, the replay restarts from its snapshot (a new lineage),
+    and the next feed resyncs the mirror in full; every feed's batches are gathered against the
+    replay's own, then the whole content, then a few incremental feeds again."""
     rng = np.random.default_rng(seed)
-    rb = ReplayBuffer(
-        sizes.capacity, sizes.frame_shape, sizes.stack, sizes.action_dim, sizes.chunk_length
+    cfg = ReplayConfig(
+        capacity=sizes.capacity, min_size=sizes.batch_size, replay_ratio=1.0, ratio_tolerance=1e9
     )
-    mirror = make_mirror(rb, device, torch_branch)
-    while rb.total_added < 2.5 * sizes.capacity:  # wrapped: the content starts mid-ring
-        rb.add(random_chunk(rng, sizes))
-        if rng.uniform() < 0.3:
-            mirror.apply(read_only(rb.run_since(mirror.layout.chunks_added)))
+    spec = ReplaySpec(
+        cfg,
+        sizes.frame_shape,
+        sizes.stack,
+        sizes.action_dim,
+        sizes.batch_size,
+        10**12,
+        seed,
+        chunk_length=sizes.chunk_length,
+        max_insert=sizes.chunk_length,
+    )
+    mirror = _CheckMirror(device, torch_branch)
+    granted, bad, resets = 0, [], 0
+
+    def take(server: ReplayServer, updates: int = 2) -> bool:
+        nonlocal granted, resets
+        feed = server.feed(FeedRequest(mirror.state(), updates, granted))
+        feed = feed._replace(chunks=read_only(feed.chunks))  # as Ray's object store hands it
+        if not mirror.follow(feed):
+            bad.append("a feed did not follow")
+            return False
+        granted += feed.updates
+        resets += feed.reset
+        for j in range(feed.updates):
+            bad.extend(mismatches(mirror.batch(feed, j), server.buffer.gather(feed.replay_idx[j])))
+        return feed.reset
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = ReplayServer(spec, snapshot=folder)
+        while server.buffer.total_added < 2.5 * sizes.capacity:  # wrapped: content mid-ring
+            server.add(0, [random_chunk(rng, sizes)], [])
+            if len(server.buffer) >= sizes.batch_size and rng.uniform() < 0.3:
+                take(server)
+        take(server)
+        server.snapshot()
+        back = ReplayServer(spec, snapshot=folder)  # the replay restarted by Ray
+        _sync(device)
+        start = time.perf_counter()
+        forced = take(back)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        n = len(back.buffer)
+        for lo in range(0, n, sizes.batch_size):
+            idx = np.arange(lo, min(lo + sizes.batch_size, n))
+            bad += mismatches(mirror.replay.gather(idx), back.buffer.gather(idx))
+        for _ in range(5):  # and it follows incrementally again afterwards
+            back.add(0, [random_chunk(rng, sizes)], [])
+            if take(back):
+                bad.append("an incremental feed after the resync was a reset")
     _sync(device)
-    start = time.perf_counter()
-    shipped = resync_mirror(mirror, rb)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    bad: list[str] = []
-    for lo in range(0, len(rb), sizes.batch_size):
-        bad += _compare(mirror, rb, np.arange(lo, min(lo + sizes.batch_size, len(rb))))
-    for _ in range(5):  # and it follows incrementally again afterwards
-        rb.add(random_chunk(rng, sizes))
-        mirror.apply(read_only(rb.run_since(mirror.layout.chunks_added)))
-        bad += _compare(mirror, rb, rng.integers(0, len(rb), sizes.batch_size))
-    _sync(device)
-    frame_bytes = shipped * math.prod(sizes.frame_shape)
+    frame_bytes = n * math.prod(sizes.frame_shape)
     return {
-        "ok": not bad,
+        "ok": forced and not bad and len(mirror.replay) == len(back.buffer),
         "mismatches": sorted(set(bad)),
-        "transitions_resynced": shipped,
+        "forced_reset": forced,
+        "resets": resets,
+        "transitions_resynced": n,
         "resync_seconds": seconds,
         "resync_mb_per_s": frame_bytes / seconds / 1e6 if seconds > 0 else None,
-        "staging": _staging_stats(mirror),
+        "staging": _staging_stats(mirror.replay),
     }
 
 

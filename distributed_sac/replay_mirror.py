@@ -48,7 +48,7 @@ class ReplayMirror:
             return False
         if resync:
             if self.replay is None or self.replay.geometry != feed.geometry:
-                self.replay = DeviceMirror(feed.geometry, self.device)
+                self.replay = self._new_mirror(feed.geometry)
             self.replay.layout.clear()
             self.replay.layout.chunks_added = feed.first_seq
         self.replay.apply(feed.chunks)
@@ -58,13 +58,16 @@ class ReplayMirror:
             geometry = feed.geometry._replace(
                 capacity=n, frame_capacity=n + feed.geometry.stack * len(feed.demos.lengths)
             )
-            self.demos = DeviceMirror(geometry, self.device)
+            self.demos = self._new_mirror(geometry)
             self.demos.apply(feed.demos)
             self._demos_id = feed.demos_id
         if feed.demo_idx.shape[1] and (self.demos is None or self._demos_id != feed.demos_id):
             log.warning("a replay feed samples demonstrations this mirror lacks; skipping it")
             return False
         return True
+
+    def _new_mirror(self, geometry) -> DeviceMirror:
+        return DeviceMirror(geometry, self.device)
 
     def batch(self, feed: Feed, j: int) -> BatchTensors:
         """The ``j``-th update's batch of a followed ``feed``: demonstration rows first."""
