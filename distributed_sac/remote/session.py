@@ -172,6 +172,11 @@ def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0
     quiet_ray_logs()
     import ray
 
+    # Everything the run imports, before Ray connects: inside `ray job submit` the job's
+    # working directory can be set up again when the driver connects, and a module first
+    # imported after that was not found there (tests/test_cluster_live.py).
+    import distributed_sac.cpu_rate  # noqa: F401
+    import distributed_sac.remote.driver  # noqa: F401
     from distributed_sac.remote.lifecycle import InterruptFlag, Stopped, sigterm_interrupts
     from distributed_sac.remote.placement import connect
 
