@@ -20,7 +20,7 @@ LAUNCHER = ["aws.yaml", "onprem.yaml"]
 MANIFESTS = ["raycluster.yaml", "rayjob.yaml"]
 LOOPBACK = {"127.0.0.1", "localhost"}
 RAY_PIN = re.search(
-    r"^ray\[default\]==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE
+    r"^ray\[default[^\]]*\]==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE
 ).group(1)
 DOCKERFILE = (KUBERAY / "Dockerfile").read_text()
 
