@@ -1,12 +1,17 @@
 """Prove it learns: full distributed runs, evaluated on a schedule, as curves and a summary.
 
-Each run starts a local Ray, trains with ``Driver`` (env workers -> replay -> learner), and
-evaluates the deterministic policy every ``--eval-every`` agent steps in the evaluator actor,
-plus once on the final weights. From each run's metrics.jsonl it writes ``curve.csv``
-(agent_steps, minutes, eval_return_mean, eval_return_std), one PNG with eval return against
-agent steps and against wall-clock minutes (every run overlaid), and ``summary.json`` (agent
-steps and minutes to reach ``--threshold``, final eval return, replay ratio held). Minutes of
-an evaluation are the wall clock when its weights were taken, from the run's start.
+The runs are a sweep (``launch.py sweep``'s code: ``distributed_sac/remote/sweep.py``): each arm
+and worker count is one configuration (``scratch-w2``, ``demos-w2``, ...) run once per
+``--seeds`` seed, one trial at a time on one local Ray (so each run's minutes are its own).
+Each trains with ``Driver`` (env workers -> replay -> learner), evaluates the deterministic
+policy every ``--eval-every`` agent steps in the evaluator actor, then its final checkpoint over
+``--final-eval-episodes`` held-out episodes (``launch.py eval --json``: final_eval.json). From
+each run's metrics.jsonl it writes ``curve.csv`` (agent_steps, minutes, eval_return_mean,
+eval_return_std), one PNG with eval return against agent steps and against wall-clock minutes
+(every run overlaid), ``summary.json`` (agent steps and minutes to reach ``--threshold``, final
+eval return, replay ratio held) and, per configuration over its seeds, the sweep's aggregates
+in ``aggregates/`` (``distributed_sac/study.py``: mean, IQM, 95 % bootstrap interval). Minutes
+of an evaluation are the wall clock when its weights were taken, from the run's start.
 
 The ``pendulum-cpu`` preset (``distributed_sac.presets.pendulum_cpu_preset``, also
 ``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
@@ -16,6 +21,8 @@ two seeds reached (docs/benchmarks.md). Examples:
     python -m benchmarks.learning --preset pendulum-cpu --workers 2 \
         --out bench_out/learning_pendulum_cpu
     python -m benchmarks.learning --preset pendulum-cpu --workers 1 2 --out bench_out/overlay
+    python -m benchmarks.learning --preset carracing-cpu --arms scratch demos --seeds 0 1 2 \
+        --out bench_out/car
     python -m benchmarks.learning --replot bench_out/overlay/w1 bench_out/overlay/w2 --out DIR
 """
 
@@ -27,60 +34,20 @@ import dataclasses
 import json
 import logging
 import os
-import time
+import shlex
+import sys
 from pathlib import Path
-
-import ray
 
 from benchmarks.overrides import override
 from benchmarks.report import write_json
+from distributed_sac import study
 from distributed_sac.config import TrainConfig
-from distributed_sac.demos import load_demos
 from distributed_sac.presets import PRESETS
-from distributed_sac.remote.driver import Driver
-from distributed_sac.remote.placement import start_local_ray
-from distributed_sac.remote.session import prepare
 from distributed_sac.run_dir import RunDir
+from distributed_sac.sweep_plan import SWEEP_FILE, Configuration, build_plan, trial_status
 
 ARMS = ("scratch", "demos")
 """Learning-benchmark arms: online training from scratch, or demonstrations first."""
-
-
-def run_one(cfg: TrainConfig, arm: str = "scratch", demos=(), pretrain_updates: int = 0) -> Path:
-    """Train one run on a fresh local Ray, then evaluate its final weights; returns its dir.
-
-    The ``demos`` arm loads the demonstration files into replay, runs ``pretrain_updates``
-    learner updates on them, then trains online with ``--replay.demo-fraction`` of every batch
-    drawn from them.
-    """
-    demo_chunks = load_demos(demos, cfg.env, cfg.wrappers) if arm == "demos" else None
-    plan = prepare(cfg, None, meta={"command": f"benchmarks.learning ({arm})"})
-    cfg, run = plan.cfg, plan.run
-    start_local_ray(cfg, cfg.num_workers, logging_level=logging.WARNING)
-    try:
-        run = RunDir.create(run.path, cfg, plan.meta)
-        (run.path / "arm.json").write_text(
-            json.dumps(
-                {
-                    "arm": arm,
-                    "demos": [str(p) for p in demos] if demo_chunks else [],
-                    "demo_transitions": sum(c.num_transitions for c in demo_chunks or []),
-                    "pretrain_updates": pretrain_updates if demo_chunks else 0,
-                },
-                indent=2,
-            )
-        )
-        driver = Driver(cfg, run)
-        if demo_chunks:
-            driver.pretrain(demo_chunks, pretrain_updates)
-        record = driver.train()
-        _, weights = ray.get(driver.learner.latest_weights.remote())
-        final = ray.get(driver.evaluator.evaluate.remote(weights[0], record["agent_steps"], None))
-        final_eval = {"agent_steps": final.agent_steps, **final.as_metrics(), "time": time.time()}
-        (run.path / "final_eval.json").write_text(json.dumps(final_eval, indent=2))
-    finally:
-        ray.shutdown()
-    return run.path
 
 
 def read_curve(path: Path) -> list[dict]:
@@ -106,12 +73,16 @@ def read_curve(path: Path) -> list[dict]:
     final = path / "final_eval.json"
     if final.exists():
         f = json.loads(final.read_text())
+        # `launch.py eval --json` (a sweep's final evaluation), or the evaluator's record.
+        mean, std = (
+            (f["mean"], f["std"]) if "mean" in f else (f["eval_return_mean"], f["eval_return_std"])
+        )
         curve.append(
             {
                 "agent_steps": f["agent_steps"],
                 "minutes": (records[-1]["time"] - start) / 60,
-                "eval_return_mean": f["eval_return_mean"],
-                "eval_return_std": f["eval_return_std"],
+                "eval_return_mean": mean,
+                "eval_return_std": std,
             }
         )
     return curve
@@ -121,8 +92,7 @@ def summarize(path: Path, curve: list[dict], threshold: float) -> dict:
     """Steps and minutes to the threshold, final eval return, replay ratio and speed held."""
     records = RunDir(path).read_metrics()
     cfg = json.loads((path / "config.json").read_text())
-    arm_file = path / "arm.json"
-    arm = json.loads(arm_file.read_text()) if arm_file.exists() else {"arm": "scratch"}
+    arm = _arm_record(path)
     hit = next((p for p in curve if p["eval_return_mean"] >= threshold), None)
     last = records[-1]
     return {
@@ -188,9 +158,43 @@ def plot(curves: dict[str, list[dict]], thresholds: list[float], path: Path) -> 
     plt.close(fig)
 
 
-def _arm_of(path: Path) -> str:
+def _arm_record(path: Path) -> dict:
+    """arm, demo_transitions, pretrain_updates: from a sweep trial's trial.json, or the
+    arm.json of runs from before the sweep (scratch when neither says)."""
     arm_file = path / "arm.json"
-    return json.loads(arm_file.read_text())["arm"] if arm_file.exists() else "scratch"
+    if arm_file.exists():
+        return json.loads(arm_file.read_text())
+    trial = trial_status(path)
+    return {
+        "arm": trial.get("labels", {}).get("arm", "scratch"),
+        "demo_transitions": trial.get("demo_transitions", 0),
+        "pretrain_updates": trial.get("pretrain_updates", 0),
+    }
+
+
+def _arm_of(path: Path) -> str:
+    return _arm_record(path)["arm"]
+
+
+def aggregates(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[dict]:
+    """The sweep's aggregates per configuration over its seeds, into `out`/aggregates: a
+    trial's configuration, or `<arm>-w<workers>` for runs from before the sweep."""
+    groups: dict[str, list] = {}
+    for path in runs:
+        run = study.read_run(path)
+        workers = json.loads((path / "config.json").read_text())["num_workers"]
+        groups.setdefault(run.config_name or f"{_arm_of(path)}-w{workers}", []).append(run)
+    summaries = []
+    for name, group in groups.items():
+        threshold = thresholds.get(_arm_of(group[0].path), thresholds["scratch"])
+        try:
+            summaries.append(study.aggregate(group, name, threshold))
+        except ValueError as exc:  # mixed envs or a repeated seed: nothing to aggregate over
+            print(f"no aggregate for {name}: {exc}")
+    if summaries:
+        study.write(summaries, out / "aggregates")
+        print(study.table(summaries))
+    return summaries
 
 
 def report(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[dict]:
@@ -223,7 +227,7 @@ def report(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[di
     )
     for s in summaries:
         print(
-            f"{Path(s['run']).name:<28}{s['arm']:>8}{s['num_workers']:>8}{s['agent_steps']:>8}"
+            f"{_short(Path(s['run'])):<28}{s['arm']:>8}{s['num_workers']:>8}{s['agent_steps']:>8}"
             f"{_fmt(s['minutes'], '.1f'):>7}{_fmt(s['final_eval_return'], '.1f'):>9}"
             f"{_fmt(s['best_eval_return'], '.1f'):>9}{_fmt(s['agent_steps_to_threshold'], 'd'):>11}"
             f"{_fmt(s['minutes_to_threshold'], '.1f'):>9}{_fmt(s['replay_ratio_held'], '.2f'):>7}"
@@ -233,7 +237,13 @@ def report(runs: list[Path], thresholds: dict[str, float], out: Path) -> list[di
         f"thresholds {thresholds}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
         f"plot {out / 'learning_curve.png'}"
     )
+    aggregates(runs, thresholds, out)
     return summaries
+
+
+def _short(path: Path) -> str:
+    """A run's name in the table: `<arm>-wN/seed<k>` for a sweep trial's."""
+    return f"{path.parent.name}/{path.name}"[-27:] if path.name.startswith("seed") else path.name
 
 
 def _fmt(value, spec: str) -> str:
@@ -308,6 +318,15 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="root seed of every run")
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="root seeds (one run each; not --seed)"
+    )
+    parser.add_argument(
+        "--final-eval-episodes",
+        type=int,
+        default=None,
+        help="held-out episodes on each final checkpoint (default: --eval-episodes)",
+    )
+    parser.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -343,7 +362,6 @@ def main() -> None:
         base = dataclasses.replace(
             base,
             env=env,
-            seed=args.seed,
             eval=dataclasses.replace(
                 base.eval,
                 every=args.eval_every or base.eval.every,
@@ -357,18 +375,43 @@ def main() -> None:
             base = override(base, args.set)
         except ValueError as exc:
             raise SystemExit(f"--set: {exc}") from None
-        planned = []
+        if (args.out / SWEEP_FILE).exists():
+            raise SystemExit(f"{args.out} holds a sweep; choose another --out")
+        configurations = []
         for arm in args.arms:
             steps = args.total_steps or TARGETS[env, arm][1] or base.total_steps
+            demos = arm == "demos"
             for n in args.workers:
-                run_dir = args.out / f"{arm}-w{n}"
-                if run_dir.exists():
-                    raise SystemExit(f"{run_dir} exists; choose another --out")
-                cfg = dataclasses.replace(
-                    base, num_workers=n, total_steps=steps, run_dir=str(run_dir)
+                configurations.append(
+                    Configuration(
+                        name=f"{arm}-w{n}",
+                        cfg=dataclasses.replace(base, num_workers=n, total_steps=steps),
+                        labels={"arm": arm},
+                        demos=tuple(args.demos) if demos else (),
+                        pretrain_updates=args.pretrain_updates if demos else 0,
+                    )
                 )
-                planned.append((cfg, arm))
-        runs = [run_one(cfg, arm, tuple(args.demos), args.pretrain_updates) for cfg, arm in planned]
+        final_episodes = args.final_eval_episodes
+        plan = build_plan(
+            args.out,
+            configurations,
+            args.seeds or [args.seed],
+            preset=args.preset,
+            command=shlex.join(["python", "-m", "benchmarks.learning", *sys.argv[1:]]),
+            final_eval_episodes=args.eval_episodes if final_episodes is None else final_episodes,
+            max_failures=0,
+            max_concurrent=1,  # one run at a time: each run's minutes are its own
+        )
+        from distributed_sac.remote import sweep
+
+        sweep.run(plan)
+        runs = [
+            Path(t.run_dir)
+            for t in plan.trials
+            if trial_status(Path(t.run_dir)).get("status") == "finished"
+        ]
+        if not runs:
+            raise SystemExit("no run finished")
     summaries = report(runs, thresholds, args.out)
     write_json(args.json, summaries)
 

@@ -19,6 +19,20 @@ ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
 PENDULUM_RENDER_SIZE = 500
 """Side of Pendulum-v1's rgb_array render; the pendulum's pivot is the frame's centre."""
 
+# Evaluation seeds (docs/design.md, Seeds). Env worker i's env j first resets with seed
+# rollout.worker_seed(root seed, i, restarts) + j, a 32-bit SeedSequence draw, and later episodes
+# continue that env's generator; demonstrations from `launch.py record --seed S` use S, S + 1, ...
+TRAINING_EVAL_SEED_OFFSET = 10_000_000
+"""Training-time evaluation episode k (every evaluation) resets with root seed + this + k."""
+HELD_OUT_EVAL_SEED = 2**33
+"""`launch.py eval` (and a sweep's final evaluation) episode k resets with this + k: above every
+32-bit worker seed and every training-time evaluation seed (root seeds are below 2**31)."""
+SOLVED_THRESHOLDS = {"CarRacing": 900.0}
+"""Mean return over 100 consecutive episodes that solves an env: CarRacing-v3's registered
+reward_threshold. VisualPendulum has none (gymnasium registers none for Pendulum-v1)."""
+SOLVED_EPISODES = 100
+"""Episodes the solved criterion averages over."""
+
 
 @dataclass(frozen=True)
 class EnvConfig:
@@ -169,7 +183,8 @@ class TrainConfig:
     total_steps: int = 1_000_000
     """Agent steps to train for (each is `action_repeat` env frames)."""
     seed: int = 0
-    """Root seed; workers use seed + 1000 * worker index + env index."""
+    """Root seed: env worker i (after r restarts) seeds its env j with a 32-bit SeedSequence draw
+    of (seed, i, r) plus j; training-time evaluation episode k resets with seed + 10,000,000 + k."""
     run_dir: str = ""
     """Run directory; empty picks runs/<env>-<timestamp>."""
     address: str | None = None

@@ -7,10 +7,24 @@ runs the episodes, optionally in a window or on video. The episodes themselves a
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 from pathlib import Path
+from typing import Any
 
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+import numpy as np
+from scipy import stats
+
+from distributed_sac.atomic import atomic_write
+from distributed_sac.config import (
+    ACTION_DIMS,
+    HELD_OUT_EVAL_SEED,
+    SOLVED_EPISODES,
+    SOLVED_THRESHOLDS,
+    TrainConfig,
+)
 from distributed_sac.evaluation import EvalResult, evaluate
 from distributed_sac.policy import Policy
 from distributed_sac.run_dir import RunDir, RunDirError, latest_run_checkpoint, load_run_checkpoint
@@ -66,6 +80,59 @@ def summary(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def returns_report(returns: list[float], env: str) -> dict[str, Any]:
+    """Mean, standard deviation, standard error and the solved criterion of a set of returns.
+
+    `std` is over the episodes (ddof 0, as training-time evaluation logs `eval_return_std`);
+    `stderr` is the standard error of the mean (ddof 1 over sqrt(episodes); None for one
+    episode). For an env with a solved threshold (CarRacing: 900), `at_or_above_threshold`
+    says whether the mean reaches it and `solved` whether it does over at least 100 episodes
+    (None with fewer); an env without one (VisualPendulum) has None for all three.
+    """
+    values = np.asarray(returns, dtype=float)
+    stderr = float(stats.sem(values)) if len(values) > 1 else None
+    threshold = SOLVED_THRESHOLDS.get(env)
+    mean = float(values.mean())
+    above = None if threshold is None else bool(mean >= threshold)
+    enough = len(values) >= SOLVED_EPISODES
+    return {
+        "episodes": len(values),
+        "mean": mean,
+        "std": float(values.std()),
+        "stderr": stderr,
+        "threshold": threshold,
+        "at_or_above_threshold": above,
+        "solved": above if above is not None and enough else None,
+    }
+
+
+def verdict(report: dict[str, Any], env: str) -> str:
+    """One line on the solved criterion: only CarRacing has one."""
+    threshold = report["threshold"]
+    if threshold is None:
+        return f"solved: not applicable to {env} (gymnasium registers no threshold for Pendulum-v1)"
+    mean, n = report["mean"], report["episodes"]
+    relation = ">=" if report["at_or_above_threshold"] else "<"
+    line = f"mean {mean:.1f} {relation} {threshold:g} ({env}'s solved threshold)"
+    if report["solved"] is None:
+        return f"solved: not judged, {line} over {n} episodes; it takes {SOLVED_EPISODES}"
+    return f"solved: {'yes' if report['solved'] else 'no'}, {line} over {n} episodes"
+
+
+def _agent_steps(ckpt: Path) -> int | None:
+    match = re.fullmatch(r"ckpt_(\d+)\.pt", ckpt.name)
+    return int(match.group(1)) if match else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON, atomically (NaN and inf as null)."""
+    clean = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()
+    }
+    text = json.dumps(clean, indent=2) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def load(
     path: str,
     episodes: int = 1,
@@ -93,17 +160,42 @@ def run_loaded(
     episodes: int,
     video: str | None,
     render: str,
-    seed: int,
+    seed: int | None,
     max_steps: int | None = None,
+    json_path: str | None = None,
 ) -> int:
-    """Evaluate a loaded policy deterministically; print the returns; exit code."""
+    """Evaluate a loaded policy deterministically; print the returns, their standard error and
+    the solved verdict; write them to `json_path` if given; exit code."""
+    result = evaluate_loaded(policy, ckpt, cfg, episodes, video, render, seed, max_steps, json_path)
+    print(summary_lines(result))
+    return 0
+
+
+def evaluate_loaded(
+    policy: Policy,
+    ckpt: Path,
+    cfg: TrainConfig,
+    episodes: int,
+    video: str | None = None,
+    render: str = "none",
+    seed: int | None = None,
+    max_steps: int | None = None,
+    json_path: str | Path | None = None,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Run the episodes; the `--json` record (also written to `json_path` if given).
+
+    `seed` None takes HELD_OUT_EVAL_SEED: episode k resets with seed + k.
+    """
+    seed = HELD_OUT_EVAL_SEED if seed is None else seed
     if render != "human":
         # Off-screen rendering needs no display; without this SDL looks for one and complains.
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     cap = cfg.eval.max_episode_steps if max_steps is None else max_steps
     source = "the run's --eval.max-episode-steps" if max_steps is None else "--max-steps"
-    print(f"checkpoint {ckpt} ({cfg.env}, {policy.version} learner updates)")
-    print(f"episodes capped at {cap} agent steps ({source}), as training-time evaluation is")
+    if echo:
+        print(f"checkpoint {ckpt} ({cfg.env}, {policy.version} learner updates)")
+        print(f"episodes capped at {cap} agent steps ({source}), as training-time evaluation is")
     video_path = Path(video) if video else None
     if video_path is not None:
         video_path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +209,42 @@ def run_loaded(
         video_path=video_path,
         render_mode="human" if render == "human" else None,
     )
-    print(summary(result))
-    if result.video:
-        print(f"video: {result.video}")
-    return 0
+    record = {
+        "run": str(ckpt.parent.parent),
+        "checkpoint": str(ckpt),
+        "env": cfg.env,
+        "agent_steps": _agent_steps(ckpt),
+        "learner_updates": policy.version,
+        "seed": seed,
+        "max_episode_steps": cap,
+        **returns_report(result.returns, cfg.env),
+        "returns": [float(r) for r in result.returns],
+        "lengths": [int(n) for n in result.lengths],
+        "video": result.video,
+    }
+    record["verdict"] = verdict(record, cfg.env)
+    if json_path is not None:
+        write_json(Path(json_path), record)
+    return record
+
+
+def summary_lines(record: dict[str, Any]) -> str:
+    """What `launch.py eval` prints after its first two lines."""
+    stderr = record["stderr"]
+    result = EvalResult(record["returns"], record["lengths"], record["video"])
+    lines = [
+        summary(result),
+        "standard error of the mean: " + ("- (one episode)" if stderr is None else f"{stderr:.1f}"),
+        record["verdict"],
+    ]
+    if record["video"]:
+        lines.append(f"video: {record['video']}")
+    return "\n".join(lines)
+
+
+def evaluate_run(
+    path: str | Path, episodes: int, seed: int | None = None, json_path: Path | None = None
+) -> dict[str, Any]:
+    """`launch.py eval PATH --episodes N [--json]` without printing: a sweep's final evaluation."""
+    policy, ckpt, cfg = load(str(path), episodes)
+    return evaluate_loaded(policy, ckpt, cfg, episodes, seed=seed, json_path=json_path, echo=False)

@@ -185,6 +185,7 @@ def test_top_level_help_lists_and_describes_the_commands():
     assert proc.returncode == 0
     for name, text in (
         ("train", "Train SAC-AE with distributed env workers"),
+        ("sweep", "Run seeds crossed with configurations as Ray Tune trials"),
         ("eval", "Run a trained policy deterministically"),
         ("record", "Drive CarRacing in a window"),
     ):

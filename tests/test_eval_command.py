@@ -4,6 +4,7 @@ policy, bad paths."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -11,11 +12,12 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 import launch
 from distributed_sac.checkpoint import save_checkpoint
-from distributed_sac.config import EnvConfig
-from distributed_sac.eval_command import load, load_policy, resolve
+from distributed_sac.config import HELD_OUT_EVAL_SEED, EnvConfig
+from distributed_sac.eval_command import load, load_policy, resolve, returns_report, verdict
 from distributed_sac.evaluation import beside_agent_view, evaluate
 from distributed_sac.policy import Policy
 from distributed_sac.presets import tiny_preset
@@ -132,7 +134,12 @@ def test_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys)
         f"episode {i + 1}: return {r:.1f} (6 steps)" for i, r in enumerate(ref.returns)
     ]
     assert out[4] == f"return over 2 episodes: {ref.mean:.1f} ± {ref.std:.1f}"
-    assert out[5] == f"video: {video}"
+    assert out[5] == f"standard error of the mean: {stats.sem(ref.returns):.1f}"
+    assert out[6] == (
+        "solved: not applicable to VisualPendulum "
+        "(gymnasium registers no threshold for Pendulum-v1)"
+    )
+    assert out[7] == f"video: {video}"
     frames = decode(video)
     assert len(frames) == 6 and frames[0].shape == PENDULUM_FRAME
 
@@ -162,3 +169,42 @@ def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
     assert launch.main(["eval", str(tmp_path / "missing")]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'missing'}: no such run directory or checkpoint file"]
+
+
+def test_eval_json_and_the_held_out_seed(trained_run, tmp_path, capsys):
+    cfg, run, agent, ckpt = trained_run
+    out = tmp_path / "eval.json"
+    assert launch.main(["eval", str(run.path), "--episodes", "3", "--json", str(out)]) == 0
+    reference = Policy(cfg.wrappers.obs_shape, 1, cfg.agent)
+    reference.load(agent.policy_weights())
+    cap = cfg.eval.max_episode_steps
+    ref = evaluate(reference, cfg.env, cfg.wrappers, episodes=3, seed=2**33, max_steps=cap)
+    data = json.loads(out.read_text())
+    assert data["seed"] == HELD_OUT_EVAL_SEED == 2**33  # no training seed reaches 2**33
+    assert data["run"] == str(run.path) and data["checkpoint"] == str(ckpt)
+    assert data["env"] == "VisualPendulum" and data["agent_steps"] == 400
+    assert data["learner_updates"] == 37 and data["episodes"] == 3
+    assert data["max_episode_steps"] == cap
+    np.testing.assert_allclose(data["returns"], ref.returns, rtol=1e-6)
+    assert data["mean"] == pytest.approx(ref.mean) and data["std"] == pytest.approx(ref.std)
+    assert data["stderr"] == pytest.approx(stats.sem(ref.returns))
+    assert data["threshold"] is None and data["solved"] is None
+    assert "standard error of the mean" in capsys.readouterr().out
+
+
+def test_solved_only_for_carracing_over_100_episodes():
+    solved = returns_report([905.0, 910.0] * 50, "CarRacing")
+    assert solved["threshold"] == 900.0 and solved["solved"] is True
+    assert solved["stderr"] == pytest.approx(stats.sem([905.0, 910.0] * 50))
+    assert verdict(solved, "CarRacing").startswith("solved: yes, mean 907.5 >= 900")
+    short = returns_report([905.0, 910.0], "CarRacing")
+    assert short["at_or_above_threshold"] is True and short["solved"] is None
+    assert "not judged" in verdict(short, "CarRacing") and "it takes 100" in verdict(
+        short, "CarRacing"
+    )
+    below = returns_report([899.0] * 100, "CarRacing")
+    assert below["solved"] is False and verdict(below, "CarRacing").startswith("solved: no,")
+    pendulum = returns_report([-150.0] * 100, "VisualPendulum")
+    assert pendulum["threshold"] is None and pendulum["solved"] is None
+    one = returns_report([12.0], "CarRacing")
+    assert one["stderr"] is None and one["std"] == 0.0

@@ -1,4 +1,4 @@
-"""benchmarks/learning.py's report (arms, per-arm targets) and benchmarks/gpu_check.sh's guard."""
+"""benchmarks/learning.py's report (arms, per-arm targets, aggregates) and gpu_check.sh's guard."""
 
 from __future__ import annotations
 
@@ -55,6 +55,24 @@ def test_report_judges_each_arm_against_its_own_target(tmp_path):
     written = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [s["arm"] for s in written] == ["scratch", "demos"]
     assert (tmp_path / "out" / "learning_curve.png").stat().st_size > 0
+    # The sweep's aggregates, one configuration per arm and worker count (runs from before
+    # the sweep have no trial.json naming theirs).
+    aggregate = json.loads((tmp_path / "out" / "aggregates" / "demos-w2.json").read_text())
+    assert aggregate["config"] == "demos-w2" and aggregate["final_mean"] == 700.0
+    assert (
+        aggregate["threshold"] == 650 and aggregate["per_seed"][0]["steps_to_threshold"] == 10_000
+    )
+
+
+def test_report_reads_a_sweeps_final_evaluation(tmp_path):
+    pytest.importorskip("matplotlib")
+    from benchmarks.learning import read_curve
+
+    run = fake_run(tmp_path / "scratch-w2", None, [(5_000, 100.0), (10_000, 450.0)])
+    final = {"agent_steps": 10_000, "episodes": 100, "mean": 470.0, "std": 30.0, "stderr": 3.0}
+    (run / "final_eval.json").write_text(json.dumps(final))  # launch.py eval --json
+    assert read_curve(run)[-1]["eval_return_mean"] == 470.0
+    assert read_curve(run)[-1]["eval_return_std"] == 30.0
 
 
 def test_gpu_check_refuses_a_machine_without_cuda(tmp_path):

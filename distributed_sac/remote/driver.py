@@ -31,6 +31,7 @@ from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.lifecycle import InterruptFlag, granted_updates, stop_run
 from distributed_sac.remote.placement import (
+    actor_name,
     await_placement,
     evaluator_options,
     learner_device,
@@ -138,7 +139,7 @@ class Driver:
         evaluator = ray.remote(Evaluator).options(**evaluator_options(self.node, cfg)).remote(cfg)
         # The replay by name, not by handle: see EnvWorker.__init__.
         workers = [
-            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, "replay")
+            ray.remote(EnvWorker).options(**worker_options(i)).remote(i, cfg, actor_name("replay"))
             for i in range(cfg.num_workers)
         ]
         await_placement(

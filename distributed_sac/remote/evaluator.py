@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.config import ACTION_DIMS, TRAINING_EVAL_SEED_OFFSET, TrainConfig
 from distributed_sac.data import EvalRecord
 from distributed_sac.evaluation import evaluate
 from distributed_sac.policy import Policy, PolicyWeights
@@ -35,7 +35,7 @@ class Evaluator:
             self.cfg.env,
             self.cfg.wrappers,
             episodes=self.cfg.eval.episodes,
-            seed=self.cfg.seed + 10_000_000,
+            seed=self.cfg.seed + TRAINING_EVAL_SEED_OFFSET,
             max_steps=self.cfg.eval.max_episode_steps,
             video_path=Path(video_path) if video_path else None,
         )

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
 import time
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import PlacementGroup, get_current_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from distributed_sac.config import TrainConfig
 
@@ -20,12 +27,20 @@ class ClusterError(RuntimeError):
     """Ray cannot be reached or cannot host the run as configured."""
 
 
-def connect(cfg: TrainConfig, num_workers: int) -> bool:
-    """Join `cfg.address` or start a local Ray; returns True if this process started it."""
+def connect(
+    cfg: TrainConfig, num_workers: int, num_cpus: int | None = None, log_to_driver: bool = True
+) -> bool:
+    """Join `cfg.address` or start a local Ray; returns True if this process started it.
+
+    `num_cpus` sizes a local Ray (default `local_cpus`); `log_to_driver` False keeps the
+    actors' output in Ray's log files (a sweep's trials log into their run directories).
+    """
     if cfg.address:
         _check_reachable(cfg.address)
         try:
-            ray.init(address=cfg.address, log_to_driver=True, logging_level=logging.WARNING)
+            ray.init(
+                address=cfg.address, log_to_driver=log_to_driver, logging_level=logging.WARNING
+            )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot reach Ray at {cfg.address!r}: {first}") from None
@@ -36,7 +51,12 @@ def connect(cfg: TrainConfig, num_workers: int) -> bool:
         if not torch.cuda.is_available():
             raise ClusterError("--device cuda, but torch sees no CUDA device on this machine")
     context = start_local_ray(
-        cfg, num_workers, include_dashboard=True, logging_level=logging.WARNING
+        cfg,
+        num_workers,
+        include_dashboard=True,
+        logging_level=logging.WARNING,
+        log_to_driver=log_to_driver,
+        **({"num_cpus": num_cpus} if num_cpus else {}),
     )
     url = context.dashboard_url
     if url:
@@ -67,9 +87,9 @@ def start_local_ray(cfg: TrainConfig, num_workers: int, **init_kwargs):
     init_kwargs.setdefault("include_dashboard", False)
     if init_kwargs["include_dashboard"]:
         init_kwargs.setdefault("dashboard_host", cfg.dashboard_host)
+    init_kwargs.setdefault("num_cpus", local_cpus(cfg, num_workers))
     return ray.init(
         address="local",  # a new local Ray, even when `ray start` runs one on this machine
-        num_cpus=local_cpus(cfg, num_workers),
         **init_kwargs,
     )
 
@@ -108,10 +128,15 @@ def learner_device(cfg: TrainConfig) -> str:
 def learner_options(device: str, num_cpus: float = 1.0) -> dict:
     # Restarted if its process dies; the driver reloads the newest checkpoint into it and
     # starts its update loop again (its calls in flight fail rather than rerun).
-    opts = {"name": "learner", "max_concurrency": 4, "num_cpus": num_cpus, "max_restarts": -1}
+    opts = {
+        "name": actor_name("learner"),
+        "max_concurrency": 4,
+        "num_cpus": num_cpus,
+        "max_restarts": -1,
+    }
     if device == "cuda":
         opts["num_gpus"] = 1
-    return opts
+    return _in_trial_bundle(LEARNER_BUNDLE, opts)
 
 
 def on_node(node_id: str) -> NodeAffinitySchedulingStrategy:
@@ -130,35 +155,98 @@ def evaluator_cpus(cfg: TrainConfig) -> float:
 
 def replay_options(node_id: str) -> dict:
     # Restarted from its latest snapshot if it dies; callers' pending calls are retried.
-    return {
-        "name": "replay",
+    opts = {
+        "name": actor_name("replay"),
         "num_cpus": REPLAY_CPUS,
         "scheduling_strategy": on_node(node_id),
         "max_restarts": -1,
         "max_task_retries": -1,
     }
+    return _in_trial_bundle(LEARNER_BUNDLE, opts)
 
 
 def evaluator_options(node_id: str, cfg: TrainConfig) -> dict:
     """Beside the learner, reserving the CPU it uses while evaluating."""
-    return {
-        "name": "evaluator",
+    opts = {
+        "name": actor_name("evaluator"),
         "num_cpus": evaluator_cpus(cfg),
         "scheduling_strategy": on_node(node_id),
         "runtime_env": HEADLESS,
     }
+    return _in_trial_bundle(LEARNER_BUNDLE, opts)
 
 
 def worker_options(index: int) -> dict:
     # Restarted by Ray if its process dies; the driver calls `run` again on the new one.
-    return {
-        "name": f"env-worker-{index}",
+    opts = {
+        "name": actor_name(f"env-worker-{index}"),
         "num_cpus": 1,
         "max_concurrency": 2,
         "max_restarts": -1,
         "scheduling_strategy": "SPREAD",
         "runtime_env": HEADLESS,
     }
+    return _in_trial_bundle(FIRST_WORKER_BUNDLE + index, opts)
+
+
+# A sweep trial (remote/sweep.py): one whole run inside the placement group Ray Tune reserved
+# for it, side by side with other trials in one Ray cluster. Outside a trial nothing changes.
+
+DRIVER_CPUS = 1.0
+"""A sweep trial's own process: its driver loop, then its final evaluation when one is asked."""
+LEARNER_BUNDLE = 1
+"""The bundle of the learner, the replay and the evaluator (one bundle: one node, as
+`replay_options` and `evaluator_options` place them beside the learner outside a trial)."""
+FIRST_WORKER_BUNDLE = 2
+"""Env worker `i` takes bundle FIRST_WORKER_BUNDLE + i."""
+
+
+def trial_bundles(cfg: TrainConfig, device: str) -> list[dict[str, float]]:
+    """The placement-group bundles of one sweep trial, in the order the option functions above
+    use them: the trial's process, the learner with the replay and the evaluator, one per env
+    worker. `device` is `learner_device(cfg)`."""
+    learner_side = {"CPU": cfg.learner_cpus + REPLAY_CPUS + evaluator_cpus(cfg)}
+    if device == "cuda":
+        learner_side["GPU"] = 1.0
+    workers = [{"CPU": 1.0} for _ in range(cfg.num_workers or 0)]
+    return [{"CPU": DRIVER_CPUS}, learner_side, *workers]
+
+
+class _Trial(NamedTuple):
+    prefix: str
+    group: PlacementGroup
+
+
+_trial: _Trial | None = None
+
+
+@contextlib.contextmanager
+def trial_placement(prefix: str) -> Iterator[None]:
+    """Inside a sweep trial: every actor is named `prefix` + its name (trials side by side share
+    one Ray namespace, and env workers find the replay by name) and goes into its bundle of the
+    trial's placement group (`trial_bundles`), instead of the node or spread strategy above."""
+    global _trial
+    group = get_current_placement_group()
+    if group is None:
+        raise ClusterError("a sweep trial runs inside its placement group; this process has none")
+    previous, _trial = _trial, _Trial(prefix, group)
+    try:
+        yield
+    finally:
+        _trial = previous
+
+
+def actor_name(role: str) -> str:
+    """The Ray name of one of the run's actors (`replay`, `learner`, `env-worker-3`, ...)."""
+    return role if _trial is None else _trial.prefix + role
+
+
+def _in_trial_bundle(index: int, opts: dict) -> dict:
+    if _trial is not None:
+        opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            _trial.group, placement_group_bundle_index=index
+        )
+    return opts
 
 
 def wait_until_back(actor: ray.actor.ActorHandle, probe: str, timeout_s: float) -> None:

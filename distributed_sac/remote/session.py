@@ -203,20 +203,8 @@ def _run(plan: Plan, demo_chunks: list | None, pretrain_updates: int) -> dict:
     from distributed_sac.remote.driver import Driver
     from distributed_sac.remote.placement import learner_device
 
-    cfg, run = plan.cfg, plan.run
-    if not plan.resume:
-        run = RunDir.create(run.path, cfg, plan.meta)
-    else:
-        run.write_config(cfg, plan.meta)
-    log.info("run directory: %s", run.path)
-    if cfg.eval.every:
-        log.info(
-            "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
-            "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
-            cfg.eval.every,
-            cfg.eval.episodes,
-            cfg.eval.max_episode_steps,
-        )
+    cfg = plan.cfg
+    run = open_run(plan)
     with ThreadPoolExecutor(1, thread_name_prefix="cpu-rate") as pool:
         # The probe builds while the driver waits for its actors; it is timed once they idle.
         probe = None
@@ -234,6 +222,26 @@ def _run(plan: Plan, demo_chunks: list | None, pretrain_updates: int) -> dict:
     if demo_chunks:
         driver.pretrain(demo_chunks, pretrain_updates)
     return driver.train()
+
+
+def open_run(plan: Plan) -> RunDir:
+    """The plan's run directory, created (a new run) or with its config.json rewritten (a
+    resumed one, with this session in its `resumes`); logs where it is and what it evaluates."""
+    cfg, run = plan.cfg, plan.run
+    if not plan.resume:
+        run = RunDir.create(run.path, cfg, plan.meta)
+    else:
+        run.write_config(cfg, plan.meta)
+    log.info("run directory: %s", run.path)
+    if cfg.eval.every:
+        log.info(
+            "evaluation every %d agent steps: deterministic episodes %d, each capped at %d "
+            "agent steps (--eval.max-episode-steps; launch.py eval uses the same cap)",
+            cfg.eval.every,
+            cfg.eval.episodes,
+            cfg.eval.max_episode_steps,
+        )
+    return run
 
 
 def warn_if_slow(cfg: TrainConfig, rate: float) -> None:

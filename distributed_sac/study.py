@@ -1,0 +1,438 @@
+"""Aggregates over seeds, from run directories alone: curves, final returns, intervals.
+
+Pure numpy and scipy (no Ray, no torch), so a summary can be rebuilt from committed per-run
+files (`python -m benchmarks.aggregate RUN_DIR... --name NAME --out DIR`); `launch.py sweep`
+and `benchmarks/learning.py` write theirs with the same functions.
+
+For one configuration (its runs differ only in their root seed), at each evaluation point:
+the mean, the sample standard deviation (ddof 1), the interquartile mean (IQM: the mean of the
+middle 50 %, `scipy.stats.trim_mean(x, 0.25)`, as rliable computes it; Agarwal et al. 2021,
+"Deep RL at the Edge of the Statistical Precipice") and 95 % stratified bootstrap intervals of
+the mean and of the IQM (`scipy.stats.bootstrap`, percentile method, 10,000 resamples, seeded;
+strata are envs, so within one env's configuration it resamples the seeds). An evaluation
+belongs to the point it was due at: the largest multiple of `--eval.every` at or below the agent
+steps it was taken at (the driver starts one at the first log interval past each multiple); a
+point evaluated again after a resume keeps the later evaluation. A seed's final return is its
+last point's; a configuration's `agent_steps` is the last point any seed reached.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from distributed_sac.config import SOLVED_THRESHOLDS
+from distributed_sac.sweep_plan import (
+    FINAL_EVAL_FILE,
+    SWEEP_FILE,
+    TRIAL_FILE,
+    file_stem,
+    read_json,
+    write_json,
+)
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_METHOD = "percentile"
+TARGETS = {"VisualPendulum": -250.0}
+"""Steps-to-threshold targets of envs without a solved threshold: this project's learning
+target for VisualPendulum (benchmarks/learning.py), not a solved criterion."""
+CSV_FIELDS = (
+    "config",
+    "env",
+    "agent_steps",
+    "num_seeds",
+    "mean",
+    "std",
+    "iqm",
+    "ci95_low",
+    "ci95_high",
+    "iqm_ci95_low",
+    "iqm_ci95_high",
+)
+
+
+def default_threshold(env: str) -> tuple[float | None, str]:
+    """(threshold, where it comes from) for steps-to-threshold of `env`."""
+    if env in SOLVED_THRESHOLDS:
+        return SOLVED_THRESHOLDS[env], f"{env}'s solved threshold (gymnasium's reward_threshold)"
+    if env in TARGETS:
+        return TARGETS[env], f"this project's target for {env} (it has no solved threshold)"
+    return None, f"none for {env}"
+
+
+def iqm(values: Iterable[float]) -> float:
+    """Interquartile mean: the mean of the middle 50 % (25 % trimmed from each end)."""
+    return float(stats.trim_mean(np.asarray(list(values), dtype=float), 0.25))
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def _iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+STATISTICS: dict[str, Callable[..., np.ndarray]] = {"mean": _mean, "iqm": _iqm}
+
+
+def stratified_bootstrap_ci(
+    strata: Sequence[Sequence[float]],
+    statistic: str = "mean",
+    confidence: float = CONFIDENCE,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> list[float] | None:
+    """[low, high] of the `statistic` ("mean" or "iqm") of all values pooled, each stratum
+    resampled on its own (scipy.stats.bootstrap with one sample per stratum); None when a
+    stratum has fewer than 2 values (nothing to resample)."""
+    samples = tuple(np.asarray(s, dtype=float) for s in strata)
+    if not samples or any(len(s) < 2 for s in samples):
+        return None
+    pooled = STATISTICS[statistic]
+
+    def of_resamples(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        return pooled(np.concatenate(resampled, axis=axis), axis=axis)
+
+    result = stats.bootstrap(
+        samples,
+        of_resamples,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method=BOOTSTRAP_METHOD,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return [float(interval.low), float(interval.high)]
+
+
+def describe(values: Sequence[float]) -> dict[str, Any]:
+    """num_seeds, mean, std (ddof 1; None for one value), iqm, ci95 and iqm_ci95."""
+    x = np.asarray(values, dtype=float)
+    return {
+        "num_seeds": len(x),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if len(x) > 1 else None,
+        "iqm": iqm(x),
+        "ci95": stratified_bootstrap_ci([x]),
+        "iqm_ci95": stratified_bootstrap_ci([x], "iqm"),
+    }
+
+
+@dataclasses.dataclass
+class SeedRun:
+    """What the aggregates read from one run directory."""
+
+    path: Path
+    env: str
+    seed: int
+    eval_every: int
+    evals: list[tuple[int, float]]
+    """(agent steps the evaluation was taken at, its mean return), in the order logged."""
+    config_name: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels: dict[str, Any] = dataclasses.field(default_factory=dict)
+    final_eval: dict[str, Any] | None = None
+
+    def points(self) -> dict[int, tuple[int, float]]:
+        """Evaluation point -> (agent steps taken at, return); a later evaluation of a point
+        (after a resume) replaces the earlier one."""
+        out: dict[int, tuple[int, float]] = {}
+        for steps, value in self.evals:
+            point = (steps // self.eval_every) * self.eval_every if self.eval_every else steps
+            out[point] = (steps, value)
+        return dict(sorted(out.items()))
+
+
+def read_run(path: Path) -> SeedRun:
+    """A run directory's config.json, metrics.jsonl evaluations, trial.json and final_eval.json;
+    ValueError if it is not a run directory."""
+    path = Path(path)
+    config = read_json(path / "config.json")
+    if config is None:
+        raise ValueError(f"{path}: not a run directory (no readable config.json)")
+    evals = []
+    metrics = path / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    for line in lines:
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        value = record.get("eval_return_mean")
+        if value is None or not math.isfinite(value):
+            continue
+        evals.append((int(record.get("eval_agent_steps", record["agent_steps"])), float(value)))
+    trial = read_json(path / TRIAL_FILE) or {}
+    final_eval = read_json(path / FINAL_EVAL_FILE)
+    if final_eval is not None and "mean" not in final_eval:
+        final_eval = None  # benchmarks/learning.py's before the sweep: not held-out episodes
+    return SeedRun(
+        path=path,
+        env=config["env"],
+        seed=int(config["seed"]),
+        eval_every=int(config.get("eval", {}).get("every", 0)),
+        evals=evals,
+        config_name=trial.get("config"),
+        overrides=trial.get("overrides") or {},
+        labels=trial.get("labels") or {},
+        final_eval=final_eval,
+    )
+
+
+def steps_to_threshold(run: SeedRun, threshold: float | None) -> int | None:
+    """Agent steps of the run's first evaluation at or above `threshold` (None if none)."""
+    if threshold is None:
+        return None
+    return next((steps for steps, value in run.evals if value >= threshold), None)
+
+
+def aggregate(
+    runs: Sequence[SeedRun], config: str, threshold: float | None = None
+) -> dict[str, Any]:
+    """One configuration's summary over its seeds (module docstring); `threshold` None takes
+    the env's (`default_threshold`)."""
+    if not runs:
+        raise ValueError(f"configuration {config!r}: no runs")
+    envs = sorted({r.env for r in runs})
+    if len(envs) > 1:
+        raise ValueError(f"configuration {config!r} mixes envs {envs}: aggregate each apart")
+    env = envs[0]
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"configuration {config!r}: seed repeated among {seeds}")
+    if threshold is None:
+        threshold, source = default_threshold(env)
+    else:
+        source = "given"
+    by_point: dict[int, list[float]] = {}
+    for run in runs:
+        for point, (_, value) in run.points().items():
+            by_point.setdefault(point, []).append(value)
+    points = [{"agent_steps": p, **describe(v)} for p, v in sorted(by_point.items())]
+    per_seed, finals = [], []
+    for run in runs:
+        pts = run.points()
+        last = max(pts) if pts else None
+        final = pts[last][1] if last is not None else None
+        if final is not None:
+            finals.append(final)
+        per_seed.append(
+            {
+                "seed": run.seed,
+                "run": str(run.path),
+                "agent_steps": last,
+                "eval_agent_steps": pts[last][0] if last is not None else None,
+                "final_return": final,
+                "steps_to_threshold": steps_to_threshold(run, threshold),
+                "final_eval": _final_eval_entry(run.final_eval),
+            }
+        )
+    final_stats = describe(finals) if finals else {}
+    reached = [s["steps_to_threshold"] for s in per_seed]
+    median = float(np.median([math.inf if s is None else s for s in reached])) if runs else None
+    first = runs[0]
+    return {
+        "config": config,
+        "env": env,
+        "num_seeds": len(runs),
+        "seeds": seeds,
+        "overrides": first.overrides,
+        "labels": first.labels,
+        "agent_steps": max(by_point) if by_point else None,
+        "final_num_seeds": len(finals),
+        "final_mean": final_stats.get("mean"),
+        "final_std": final_stats.get("std"),
+        "final_iqm": final_stats.get("iqm"),
+        "final_ci95": final_stats.get("ci95"),
+        "final_iqm_ci95": final_stats.get("iqm_ci95"),
+        "threshold": threshold,
+        "threshold_source": source,
+        "seeds_reaching_threshold": sum(s is not None for s in reached),
+        "steps_to_threshold_median": None if median is None or math.isinf(median) else median,
+        "final_eval": _final_eval_summary(runs, env),
+        "per_seed": per_seed,
+        "points": points,
+        "bootstrap": {
+            "method": BOOTSTRAP_METHOD,
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "confidence": CONFIDENCE,
+            "seed": BOOTSTRAP_SEED,
+            "strata": "env",
+        },
+    }
+
+
+FINAL_EVAL_KEYS = ("episodes", "seed", "mean", "std", "stderr", "agent_steps")
+SOLVED_KEYS = ("threshold", "at_or_above_threshold", "solved")
+
+
+def _final_eval_entry(final_eval: dict[str, Any] | None) -> dict[str, Any] | None:
+    if final_eval is None:
+        return None
+    return {k: final_eval.get(k) for k in (*FINAL_EVAL_KEYS, *SOLVED_KEYS)}
+
+
+def _final_eval_summary(runs: Sequence[SeedRun], env: str) -> dict[str, Any] | None:
+    """The held-out final evaluations (`launch.py eval --json`) over the seeds that ran one:
+    their means' mean, IQM and interval, and (CarRacing only) how many seeds solved it."""
+    done = [r.final_eval for r in runs if r.final_eval is not None]
+    if not done:
+        return None
+    means = [float(e["mean"]) for e in done]
+    summary = describe(means)
+    threshold = SOLVED_THRESHOLDS.get(env)
+    return {
+        "num_seeds": summary["num_seeds"],
+        "episodes": [int(e["episodes"]) for e in done],
+        "mean": summary["mean"],
+        "std": summary["std"],
+        "iqm": summary["iqm"],
+        "ci95": summary["ci95"],
+        "threshold": threshold,
+        "seeds_solved": None if threshold is None else sum(bool(e.get("solved")) for e in done),
+    }
+
+
+def group_runs(paths: Iterable[Path], name: str | None = None) -> dict[str, list[SeedRun]]:
+    """Run directories by configuration: `name` for all of them, else each one's trial.json
+    configuration (ValueError for a run without one). A sweep directory stands for its runs."""
+    groups: dict[str, list[SeedRun]] = {}
+    for path in expand_runs(paths):
+        run = read_run(path)
+        key = name or run.config_name
+        if key is None:
+            raise ValueError(f"{path}: no trial.json naming its configuration; pass --name")
+        groups.setdefault(key, []).append(run)
+    return groups
+
+
+def expand_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories, each sweep directory (one with sweep.json) replaced by its trials'."""
+    out = []
+    for path in map(Path, paths):
+        plan = read_json(path / SWEEP_FILE)
+        if plan is not None and not (path / "config.json").exists():
+            out.extend(Path(t["run_dir"]) for t in plan.get("trials", []))
+        else:
+            out.append(path)
+    return out
+
+
+def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for p in summary["points"]:
+        ci, iqm_ci = p["ci95"] or [None, None], p["iqm_ci95"] or [None, None]
+        rows.append(
+            {
+                "config": summary["config"],
+                "env": summary["env"],
+                "agent_steps": p["agent_steps"],
+                "num_seeds": p["num_seeds"],
+                "mean": p["mean"],
+                "std": p["std"],
+                "iqm": p["iqm"],
+                "ci95_low": ci[0],
+                "ci95_high": ci[1],
+                "iqm_ci95_low": iqm_ci[0],
+                "iqm_ci95_high": iqm_ci[1],
+            }
+        )
+    return rows
+
+
+def write(summaries: Sequence[dict[str, Any]], out: Path, plot_name: str = "curves.png") -> Path:
+    """<config>.json and <config>.csv per configuration, summary.json (all of them) and, with
+    matplotlib installed, the curves with their intervals shaded; returns `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for summary in summaries:
+        stem = file_stem(summary["config"])
+        write_json(out / f"{stem}.json", summary)
+        with open(out / f"{stem}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(csv_rows(summary))
+    write_json(out / "summary.json", list(summaries))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return out
+    plot(summaries, out / plot_name)
+    return out
+
+
+def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
+    """Mean eval return against agent steps per configuration, its 95 % interval shaded, and
+    each threshold dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for summary in summaries:
+        pts = summary["points"]
+        xs = [p["agent_steps"] for p in pts]
+        (line,) = ax.plot(
+            xs,
+            [p["mean"] for p in pts],
+            marker="o",
+            label=f"{summary['config']} ({summary['num_seeds']} seeds)",
+        )
+        shaded = [p for p in pts if p["ci95"] is not None]
+        if shaded:
+            ax.fill_between(
+                [p["agent_steps"] for p in shaded],
+                [p["ci95"][0] for p in shaded],
+                [p["ci95"][1] for p in shaded],
+                color=line.get_color(),
+                alpha=0.2,
+            )
+    for threshold in sorted({s["threshold"] for s in summaries if s["threshold"] is not None}):
+        ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("agent steps")
+    ax.set_ylabel("eval return (mean over seeds, 95 % bootstrap interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One line per configuration: seeds, final point, mean, IQM, interval, steps to threshold
+    and the held-out final evaluation."""
+    lines = [
+        f"{'config':<28}{'seeds':>6}{'steps':>9}{'mean':>9}{'iqm':>9}{'95% CI':>20}"
+        f"{'thr':>8}{'reached':>8}{'median steps':>13}{'final eval':>18}"
+    ]
+    for s in summaries:
+        ci = s["final_ci95"]
+        fe = s["final_eval"]
+        final_eval = "-" if fe is None else f"{fe['mean']:.1f} ({len(fe['episodes'])} seeds)"
+        if fe is not None and fe["seeds_solved"] is not None:
+            final_eval += f", solved {fe['seeds_solved']}"
+        lines.append(
+            f"{s['config'][:27]:<28}{s['num_seeds']:>6}{_fmt(s['agent_steps'], 'd'):>9}"
+            f"{_fmt(s['final_mean'], '.1f'):>9}{_fmt(s['final_iqm'], '.1f'):>9}"
+            f"{'-' if ci is None else f'[{ci[0]:.1f}, {ci[1]:.1f}]':>20}"
+            f"{_fmt(s['threshold'], 'g'):>8}"
+            f"{s['seeds_reaching_threshold']:>5}/{s['num_seeds']:<2}"
+            f"{_fmt(s['steps_to_threshold_median'], '.0f'):>13}{final_eval:>18}"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
