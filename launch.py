@@ -40,9 +40,10 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=TrainConfig
     )
-    preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu"] = "full"
-    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu or
-    carracing-cpu (VisualPendulum or CarRacing sized for 2 CPU cores)."""
+    preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu", "dmc-cpu"] = "full"
+    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu,
+    carracing-cpu or dmc-cpu (VisualPendulum, CarRacing or a DeepMind Control Suite task sized
+    for 2 CPU cores)."""
     from_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
     """Start a new run from this config.json (another run's); flags given override it."""
     resume: str | None = None
@@ -199,16 +200,15 @@ def given_fields(argv: list[str]) -> set[str]:
     return out
 
 
-def parse_train(argv: list[str]) -> TrainCommand:
-    """Parse and validate `train` flags on the chosen preset's (or --config file's) defaults."""
+def parse_train(argv: list[str], build_env: bool = True) -> TrainCommand:
+    """Parse and validate `train` flags on the chosen preset's (or --config file's) defaults;
+    `build_env` also builds the env once (`envs.check_env`), which imports gymnasium."""
     preset = _value_of(argv, "--preset") or "full"
     if preset not in PRESETS:
         raise UsageError(f"--preset {preset}: must be one of {', '.join(PRESETS)}")
     base = PRESETS[preset]()
     source = _value_of(argv, "--config")
     if source is not None:
-        import dataclasses
-
         from distributed_sac.run_dir import read_config
 
         base, meta = read_config(source)
@@ -218,6 +218,15 @@ def parse_train(argv: list[str]) -> TrainCommand:
     default = TrainCommand(config=base, preset=preset)  # type: ignore[arg-type]
     cmd = cli(TrainCommand, argv, f"{PROG} train", default=default)
     validate(cmd.config)
+    if source is None and not cmd.resume and ":" in cmd.config.env:  # dmc: and gym: tasks
+        from distributed_sac.envs import with_env_defaults
+
+        cmd = dataclasses.replace(cmd, config=with_env_defaults(cmd.config, given_fields(argv)))
+        validate(cmd.config)
+    if build_env and not cmd.resume:
+        from distributed_sac.envs import check_env
+
+        check_env(cmd.config.env, cmd.config.wrappers)
     if cmd.pretrain_updates < 0:
         raise UsageError(f"--pretrain-updates {cmd.pretrain_updates}: must be an integer >= 0")
     if cmd.pretrain_updates and not cmd.demos:
@@ -437,7 +446,7 @@ def plan_sweep(argv: list[str]):
         raise UsageError("--seeds names every root seed; drop --seed")
     if bool(cmd.sample) != bool(cmd.num_samples):
         raise UsageError("--sample and --num-samples go together")
-    base = parse_train(train)
+    base = parse_train(train, build_env=False)
     given = given_fields(train)
     axes: list[list[tuple[str, str]]] = []
     for item in cmd.grid:
@@ -466,7 +475,7 @@ def plan_sweep(argv: list[str]):
             name = f"{name}-{len(configurations)}"
         try:
             tokens = [t for p, v in overrides for t in _override_tokens(p, v, base.config)]
-            parsed = parse_train(train + tokens) if tokens else base
+            parsed = parse_train(train + tokens, build_env=False) if tokens else base
         except (UsageError, ValueError) as exc:
             raise UsageError(f"configuration {name}: {exc}") from None
         key = (parsed.config.env, parsed.config.wrappers)
@@ -484,6 +493,10 @@ def plan_sweep(argv: list[str]):
                 pretrain_updates=parsed.pretrain_updates,
             )
         )
+    from distributed_sac.envs import check_env
+
+    for env, wrappers in dict.fromkeys((c.cfg.env, c.cfg.wrappers) for c in configurations):
+        check_env(env, wrappers)  # every configuration parsed first: bad flags need no gymnasium
     seeds = list(cmd.seeds) or list(range(base.config.seed, base.config.seed + cmd.num_seeds))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(base.config.run_dir or f"runs/sweep-{base.config.env}-{stamp}")

@@ -45,7 +45,8 @@ import ray
 import torch
 
 from benchmarks.report import write_json
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.config import TrainConfig
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.policy import Policy
 from distributed_sac.presets import PRESETS
 from distributed_sac.remote.driver import Driver
@@ -74,7 +75,9 @@ def single_process(cfg: TrainConfig, seconds: float) -> dict[str, float]:
     """Agent steps/s of one Rollout + Policy in this process, per wall and per CPU second."""
     torch.set_num_threads(1)
     rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, 1, cfg.seed)
-    policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=cfg.seed)
+    policy = Policy(
+        cfg.wrappers.obs_shape, env_action_dim(cfg.env), cfg.agent, cfg.seed, cfg.wrappers.channels
+    )
     policy.version = 0
     for _ in range(10):
         rollout.step(policy, explore=False)
@@ -91,7 +94,7 @@ def single_process(cfg: TrainConfig, seconds: float) -> dict[str, float]:
 
 def start_actors(cfg: TrainConfig, n: int, replay_ratio: float) -> tuple:
     """Learner, replay and ``n`` env workers wired as the driver wires them (no names)."""
-    obs_shape, action_dim = cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env]
+    obs_shape, action_dim = cfg.wrappers.obs_shape, env_action_dim(cfg.env)
     rcfg = dataclasses.replace(cfg.replay, replay_ratio=replay_ratio, min_size=cfg.agent.batch_size)
     device = learner_device(cfg)
     learner = (

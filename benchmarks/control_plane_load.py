@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
         snapshot = str(Path(folder) / "replay")
         replay = remote_replay(args.workers).options(num_cpus=1).remote(spec, snapshot)
         rng = np.random.default_rng(0)
-        fill = random_chunks(rng, 16, obs[1:], obs[0], CHUNK)
+        frame_shape, stack = cfg.wrappers.frame_shape, cfg.wrappers.frame_stack
+        fill = random_chunks(rng, 16, frame_shape, stack, CHUNK)
         for _ in range(0, args.capacity // CHUNK, 16):
             ray.get(replay.add.remote(0, fill, []))
         learner = (
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         workers = [
             ray.remote(SyntheticWorker)
             .options(num_cpus=args.worker_cpus, max_concurrency=2)
-            .remote(i, obs[1:], obs[0], CHUNK, args.steps_per_s)
+            .remote(i, frame_shape, stack, CHUNK, args.steps_per_s)
             for i in range(args.workers)
         ]
         pids = [ray.get(replay.pid.remote()), ray.get(learner.pid.remote())]

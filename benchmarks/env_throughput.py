@@ -1,13 +1,18 @@
-"""Env throughput per core: agent steps/s of CarRacing stock vs fast path, and VisualPendulum.
+"""Env throughput per core: agent steps/s of CarRacing stock vs fast path, VisualPendulum, and
+DeepMind Control Suite tasks rendered at the observation size vs rendered at 84 then resized.
 
 Each env is built by ``distributed_sac.envs.make_env`` (action repeat 3, crop, grayscale,
 frame stack, early termination) with ``EnvConfig(fast_render=False/True)``, and driven by
 seeded uniform random actions in [-1, 1], resets included. ``--raw`` adds the bare envs under
-a plain action-repeat loop (FastCarRacing drawing only each repeat's last frame). The configs'
-steps are interleaved in rounds so that load from other processes falls on all of them alike;
-rates are per CPU-second of this single-threaded process and per wall-clock second. Example:
+a plain action-repeat loop (FastCarRacing drawing only each repeat's last frame). ``--dmc
+TASK ...`` adds each task with the dmc defaults (stack 3 RGB, the domain's action repeat) at
+``--dmc-size``: ``render`` draws that size directly (what make_env does), ``render+resize``
+draws 84x84 and area-resizes. The configs' steps are interleaved in rounds so that load from
+other processes falls on all of them alike; rates are per CPU-second of this process (MuJoCo's
+software renderer may use threads of its own: they count) and per wall-clock second. Example:
 
-    python -m benchmarks.env_throughput --steps 300 --json bench_out/env_throughput.json
+    python -m benchmarks.env_throughput --steps 300 --dmc cartpole-swingup walker-walk \
+        --json bench_out/env_throughput.json
 """
 
 # ruff: noqa: E402 (thread caps must precede the numpy import)
@@ -28,7 +33,8 @@ import numpy as np
 from benchmarks.report import write_json
 from distributed_sac.carracing_fast import make_car_racing
 from distributed_sac.config import EnvConfig
-from distributed_sac.envs import make_env
+from distributed_sac.dmc import make_dmc
+from distributed_sac.envs import env_defaults, make_env, wrap_rendered
 
 REPEAT = EnvConfig().action_repeat
 ROUND = 10
@@ -67,6 +73,18 @@ def wrapped(name: str, fast_render: bool, seed: int) -> gym.Env:
     return env
 
 
+def dmc_env(task: str, size: int, render_size: int, seed: int) -> gym.Env:
+    """dmc:TASK as make_env builds it at ``size``, its frames drawn at ``render_size``."""
+    cfg = EnvConfig(image_size=size, **env_defaults(f"dmc:{task}"))
+    if render_size == size:
+        env = make_env(f"dmc:{task}", cfg, seed)
+    else:
+        env = wrap_rendered(make_dmc(task, render_size), cfg)
+        env.unwrapped.np_random = np.random.default_rng(seed)
+    env.action_space.seed(seed)
+    return env
+
+
 def measure(makers: dict[str, Callable[[], object]], steps: int) -> dict[str, dict[str, float]]:
     """CPU and wall seconds of ``steps`` agent steps per config, in interleaved rounds."""
     envs = {key: make() for key, make in makers.items()}
@@ -91,6 +109,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed agent steps per config")
     parser.add_argument("--raw", action="store_true", help="also time the bare CarRacing envs")
+    parser.add_argument("--dmc", nargs="*", default=[], help="DMC tasks, e.g. cartpole-swingup")
+    parser.add_argument("--dmc-size", type=int, default=32, help="DMC observation side")
     parser.add_argument("--seed", type=int, default=0, help="env and action seed")
     parser.add_argument("--json", default="", help="write results to this path")
     args = parser.parse_args()
@@ -105,33 +125,44 @@ def main() -> None:
     if args.raw:
         makers[("CarRacing raw", "stock")] = lambda: RawCarRacing(False, args.seed)
         makers[("CarRacing raw", "fast")] = lambda: RawCarRacing(True, args.seed)
+    repeats = dict.fromkeys(makers, REPEAT)
+    for task in args.dmc:
+        name, size = f"dmc:{task}", args.dmc_size
+        for path, render in (("render+resize", 84), ("render", size)):
+            makers[(name, path)] = lambda t=task, r=render, s=size: dmc_env(t, s, r, args.seed)
+            repeats[(name, path)] = env_defaults(name)["action_repeat"]
     spent = measure(makers, args.steps)
 
     rows = []
     for (env, path), s in spent.items():
-        stock = spent.get((env, "stock"), s)
+        baseline = "render+resize" if env.startswith("dmc:") else "stock"
+        stock = spent.get((env, baseline), s)
         rows.append(
             {
                 "env": env,
                 "path": path,
+                "image_size": args.dmc_size if env.startswith("dmc:") else EnvConfig().image_size,
+                "action_repeat": repeats[(env, path)],
                 "agent_steps_per_cpu_s": args.steps / s["cpu_s"],
                 "agent_steps_per_wall_s": args.steps / s["wall_s"],
-                "frames_per_cpu_s": args.steps * REPEAT / s["cpu_s"],
+                "frames_per_cpu_s": args.steps * repeats[(env, path)] / s["cpu_s"],
+                "env_steps_per_cpu_s": args.steps * repeats[(env, path)] / s["cpu_s"],
                 "speedup": stock["cpu_s"] / s["cpu_s"],
                 "resets": s["resets"],
                 "steps": args.steps,
             }
         )
-    header = f"{'env':<16}{'path':<10}{'steps/s cpu':>12}{'steps/s wall':>14}"
+    header = f"{'env':<24}{'path':<15}{'steps/s cpu':>12}{'steps/s wall':>14}"
     print(header + f"{'frames/s cpu':>14}{'speedup':>9}{'resets':>8}")
     for r in rows:
         print(
-            f"{r['env']:<16}{r['path']:<10}{r['agent_steps_per_cpu_s']:>12.1f}"
+            f"{r['env']:<24}{r['path']:<15}{r['agent_steps_per_cpu_s']:>12.1f}"
             f"{r['agent_steps_per_wall_s']:>14.1f}{r['frames_per_cpu_s']:>14.1f}"
             f"{r['speedup']:>8.2f}x{r['resets']:>8d}"
         )
     print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    write_json(args.json, {"rows": rows, "loadavg": os.getloadavg()[0]})
+    gl = {k: os.environ.get(k) for k in ("MUJOCO_GL", "LP_NUM_THREADS")}
+    write_json(args.json, {"rows": rows, "loadavg": os.getloadavg()[0], "gl": gl})
 
 
 if __name__ == "__main__":

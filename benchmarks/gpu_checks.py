@@ -20,7 +20,8 @@ Three checks, each a function that returns a JSON-able dict with ``ok``:
   incremental feeds follow.
 
 ``--device cpu --tiny`` runs all three in seconds (tests/test_gpu_checks.py); ``--torch-branch``
-runs the mirror's CUDA code (torch rings, staged uploads) on CPU tensors. On a GPU machine
+runs the mirror's CUDA code (torch rings, staged uploads) on CPU tensors; ``--rgb`` stores
+frames of 3 channels instead of grayscale ones (stacks of S * 3 channels). On a GPU machine
 benchmarks/gpu_check.sh runs them with ``--device cuda``. Exit status 1 when a check fails.
 
     python -m benchmarks.gpu_checks all --device cuda --json bench_out/gpu_checks.json
@@ -45,7 +46,7 @@ import torch
 from benchmarks.report import write_json
 from distributed_sac import mirror as mirror_module
 from distributed_sac.config import AgentConfig, ReplayConfig
-from distributed_sac.data import Batch, Chunk, ChunkRun, FeedRequest
+from distributed_sac.data import Batch, Chunk, ChunkRun, FeedRequest, stacked_shape
 from distributed_sac.mirror import DeviceMirror
 from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.replay import ReplayBuffer, ReplaySpec
@@ -60,7 +61,8 @@ CHECKS = ("mirror", "bf16", "resync")
 class Sizes:
     """Replay geometry and networks of the checks."""
 
-    frame_shape: tuple[int, int] = (84, 84)
+    frame_shape: tuple[int, ...] = (84, 84)
+    """One stored frame: (H, W) grayscale, (C, H, W) with channels."""
     stack: int = 4
     action_dim: int = 3
     capacity: int = 4096
@@ -68,6 +70,20 @@ class Sizes:
     batch_size: int = 128
     agent: AgentConfig = AgentConfig()
     """Networks of the bf16 check (the default, full-size ones)."""
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        """(S * C, H, W): ``stack`` frames stacked channels first."""
+        return stacked_shape(self.frame_shape, self.stack)
+
+    @property
+    def channels(self) -> int:
+        """Channels per frame: 1 for (H, W) frames."""
+        return self.obs_shape[0] // self.stack
+
+    def rgb(self) -> Sizes:
+        """These sizes with 3-channel frames."""
+        return dataclasses.replace(self, frame_shape=(3, *self.frame_shape[-2:]))
 
 
 TINY = Sizes(
@@ -283,7 +299,7 @@ def check_resync(
 
 
 def random_batch(rng: np.random.Generator, sizes: Sizes) -> Batch:
-    b, obs = sizes.batch_size, (sizes.stack, *sizes.frame_shape)
+    b, obs = sizes.batch_size, sizes.obs_shape
     return Batch(
         obs=rng.integers(0, 256, (b, *obs), dtype=np.uint8),
         action=rng.uniform(-1, 1, (b, sizes.action_dim)).astype(np.float32),
@@ -298,8 +314,7 @@ def _run_updates(device: torch.device, sizes: Sizes, compile_: bool, updates: in
     cfg = dataclasses.replace(
         sizes.agent, fast_path=True, compile=compile_, batch_size=sizes.batch_size
     )
-    obs_shape = (sizes.stack, *sizes.frame_shape)
-    agent = SacAeAgent(obs_shape, sizes.action_dim, cfg, device=device, seed=0)
+    agent = SacAeAgent(sizes.obs_shape, sizes.action_dim, cfg, device, 0, sizes.channels)
     batches = [random_batch(np.random.default_rng(i), sizes) for i in range(4)]
     seconds, losses = [], []
     for i in range(updates):
@@ -410,6 +425,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("checks", nargs="+", choices=[*CHECKS, "all"], help="checks to run")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (tests, CPU)")
+    parser.add_argument("--rgb", action="store_true", help="frames of 3 channels (RGB)")
     parser.add_argument("--updates", type=int, default=20, help="updates per bf16 run")
     parser.add_argument(
         "--staging-kib",
@@ -431,6 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(CHECKS) if "all" in args.checks else list(dict.fromkeys(args.checks))
     device = torch.device(args.device)
     sizes = TINY if args.tiny else Sizes()
+    sizes = sizes.rgb() if args.rgb else sizes
     cap = mirror_module.DATA_STAGING_BYTES
     mirror_module.DATA_STAGING_BYTES = args.staging_kib << 10  # read when a mirror first uploads
     try:
@@ -445,6 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
         "cuda_device": torch.cuda.get_device_name() if device.type == "cuda" else None,
         "torch": torch.__version__,
         "sizes": "tiny" if args.tiny else "full",
+        "frame_shape": list(sizes.frame_shape),
         "staging_kib": args.staging_kib,
         "torch_branch": args.torch_branch and device.type == "cpu",
     }

@@ -39,7 +39,9 @@ from distributed_sac.replay import ReplaySpec
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.tensors import batch_tensors
 
-OBS = (4, 84, 84)
+FRAME_SHAPE = (84, 84)
+STACK = 4
+OBS = (STACK, *FRAME_SHAPE)
 BATCH = 128
 STORED = 20_000
 CHUNK = 64
@@ -84,7 +86,7 @@ class Inserter:
     def __init__(self, seed: int) -> None:
         self._stop = False
         rng = np.random.default_rng(seed)
-        self.chunks = random_chunks(rng, 8, OBS[1:], OBS[0], CHUNK)
+        self.chunks = random_chunks(rng, 8, FRAME_SHAPE, STACK, CHUNK)
 
     def fill(self, replay, n: int) -> None:
         ray.get([replay.add.remote(0, [self.chunks[i % 8]], []) for i in range(n // CHUNK)])

@@ -20,9 +20,10 @@ from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
 
 
 def random_chunks(
-    rng: np.random.Generator, n: int, frame_shape, stack: int, length: int
+    rng: np.random.Generator, n: int, frame_shape: tuple[int, ...], stack: int, length: int
 ) -> list[Chunk]:
-    """``n`` chunks of ``length`` transitions with random pixels, 1-d actions, no episode end."""
+    """``n`` chunks of ``length`` transitions with random pixels (frames of ``frame_shape``,
+    (H, W) or (C, H, W)), 1-d actions, no episode end."""
     return [
         Chunk(
             rng.integers(0, 256, (length + stack, *frame_shape), dtype=np.uint8),
@@ -40,7 +41,9 @@ class SyntheticWorker:
     """Steps at ``steps_per_s`` (a step is a sleep), adds a prerecorded chunk every ``chunk``
     steps, and checks for new weights every step, as ``EnvWorker`` does."""
 
-    def __init__(self, index: int, frame_shape, stack: int, chunk: int, steps_per_s: float):
+    def __init__(
+        self, index: int, frame_shape: tuple[int, ...], stack: int, chunk: int, steps_per_s: float
+    ) -> None:
         rng = np.random.default_rng(index)
         self.index, self.chunk, self.rate = index, chunk, steps_per_s
         self.chunks = random_chunks(rng, 4, frame_shape, stack, chunk)

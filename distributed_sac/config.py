@@ -14,8 +14,13 @@ from distributed_sac.rules import Choice, Num, Text
 
 EnvName = Literal["CarRacing", "VisualPendulum"]
 ENV_NAMES: tuple[EnvName, ...] = get_args(EnvName)
+"""The project's own environments; `dmc:DOMAIN-TASK` and `gym:ID` name any other pixel task
+(distributed_sac/envs.py)."""
 ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
-"""Agent action dimensions, all in [-1, 1] (docs/design.md, Environments)."""
+"""Action dimensions of the project's own environments, all in [-1, 1]; envs.action_dim(name)
+answers for every env."""
+ENV_PATTERN = r"CarRacing|VisualPendulum|dmc:[a-z0-9_]+-[a-z0-9_]+|gym:[A-Za-z0-9_./:-]+"
+"""What --env accepts before the env itself is looked up (distributed_sac/envs.py)."""
 PENDULUM_RENDER_SIZE = 500
 """Side of Pendulum-v1's rgb_array render; the pendulum's pivot is the frame's centre."""
 
@@ -39,12 +44,19 @@ class EnvConfig:
     """Observation pipeline of the pixel environments (docs/design.md, Environments)."""
 
     image_size: int = 84
-    """Side of the square grayscale observation, 16 to 84; 84 as in docs/design.md (Environments),
+    """Side of the square observation, 16 to 84; 84 as in docs/design.md (Observations),
     smaller only for small runs."""
     frame_stack: int = 4
-    """Frames stacked channels-first in each observation."""
+    """Frames stacked channels-first in each observation; --env dmc:... takes 3 (the
+    PlaNet-benchmark protocol) unless given."""
     action_repeat: int = 3
-    """Env frames per agent step; rewards are summed over the repeat."""
+    """Env frames per agent step; rewards are summed over the repeat. --env dmc:... takes the
+    task's (cartpole 8, finger 2, walker 2, others 4) and gym:... takes 1, unless given."""
+    grayscale: bool = True
+    """Observe luma frames (one channel each); false keeps RGB (three channels per frame).
+    --env dmc:... takes RGB (as the papers do) unless given, every other env grayscale."""
+    camera: int | None = None
+    """dmc: camera the frames are rendered from; None takes the papers' (quadruped 2, else 0)."""
     pendulum_crop: int = 500
     """VisualPendulum: side of the centred square cut from the 500x500 render before resizing;
     500 keeps the whole frame (docs/design.md, Environments), 260 keeps only the pendulum's
@@ -59,9 +71,21 @@ class EnvConfig:
     """CarRacing: extra reward added on early termination."""
 
     @property
+    def channels(self) -> int:
+        """Channels of one frame: 1 grayscale, 3 RGB."""
+        return 1 if self.grayscale else 3
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one stored frame: (H, W) grayscale, (3, H, W) RGB."""
+        side = (self.image_size, self.image_size)
+        return side if self.grayscale else (3, *side)
+
+    @property
     def obs_shape(self) -> tuple[int, int, int]:
-        """Channels-first uint8 observation shape."""
-        return (self.frame_stack, self.image_size, self.image_size)
+        """Channels-first uint8 observation shape: the stack's frames' channels in order
+        (frame 0's channels first), then height and width."""
+        return (self.frame_stack * self.channels, self.image_size, self.image_size)
 
 
 @dataclass(frozen=True)
@@ -174,8 +198,10 @@ class EvalConfig:
 class TrainConfig:
     """Distributed SAC-AE training."""
 
-    env: EnvName = "CarRacing"
-    """Environment to train on."""
+    env: str = "CarRacing"
+    """Environment to train on: CarRacing, VisualPendulum, dmc:DOMAIN-TASK (the DeepMind Control
+    Suite, e.g. dmc:cartpole-swingup) or gym:ID (a gymnasium env with a Box action space and
+    rgb_array rendering, e.g. gym:MountainCarContinuous-v0)."""
     num_workers: int | None = None
     """Env-worker actors, 1 CPU each; None takes one per core but one (at least 1)."""
     envs_per_worker: int = 1
@@ -253,7 +279,10 @@ _CAPACITY = ("--replay.capacity", lambda c: c.replay.capacity)
 _IMAGE = ("--wrappers.image-size", lambda c: c.wrappers.image_size)
 
 RULES: dict[str, Any] = {
-    "env": Choice(ENV_NAMES),
+    "env": Text(
+        pattern=ENV_PATTERN,
+        describe="CarRacing, VisualPendulum, dmc:DOMAIN-TASK or gym:ID",
+    ),
     "num_workers": Num(int, 1, optional=True),
     "envs_per_worker": _POS_INT,
     "total_steps": _POS_INT,
@@ -281,6 +310,8 @@ RULES: dict[str, Any] = {
     "wrappers.image_size": Num(int, *IMAGE_SIZE_RANGE),
     "wrappers.frame_stack": Num(int, 1, 16),
     "wrappers.action_repeat": _POS_INT,
+    "wrappers.grayscale": _BOOL,
+    "wrappers.camera": Num(int, 0, optional=True),
     "wrappers.pendulum_crop": Num(int, _IMAGE, PENDULUM_RENDER_SIZE),
     "wrappers.fast_render": _BOOL,
     "wrappers.early_stop_window": _POS_INT,

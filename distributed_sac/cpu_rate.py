@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.config import TrainConfig
 from distributed_sac.data import Batch
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.sac_ae import SacAeAgent
 from distributed_sac.tensors import batch_tensors
 
@@ -43,10 +44,12 @@ class UpdateProbe:
 
     def __init__(self, cfg: TrainConfig, threads: int | None = None) -> None:
         self.threads = learner_threads(cfg) if threads is None else threads
-        obs_shape, action_dim = cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env]
+        obs_shape, action_dim = cfg.wrappers.obs_shape, env_action_dim(cfg.env)
         agent_cfg = dataclasses.replace(cfg.agent, compile=False)
         with torch_threads(self.threads):
-            self.agent = SacAeAgent(obs_shape, action_dim, agent_cfg, device="cpu", seed=cfg.seed)
+            self.agent = SacAeAgent(
+                obs_shape, action_dim, agent_cfg, "cpu", cfg.seed, cfg.wrappers.channels
+            )
             batch = random_batch(cfg.agent.batch_size, obs_shape, action_dim)
             self.data = batch_tensors(batch, obs_shape, action_dim, self.agent.device)
             self.agent.update_on_device(self.data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -10,13 +11,15 @@ import numpy as np
 class Chunk(NamedTuple):
     """Consecutive transitions of one environment inside one episode, each frame stored once.
 
-    With ``S`` stacked frames and ``T`` transitions, ``frames`` holds ``T + S`` frames:
-    ``obs[t] = frames[t : t + S]`` and ``next_obs[t] = frames[t + 1 : t + 1 + S]``.
-    A chunk never spans two episodes; only its last transition may be terminated or truncated.
+    With ``S`` stacked frames and ``T`` transitions, ``frames`` holds ``T + S`` frames of the
+    frame shape ((H, W) grayscale, (C, H, W) with channels): ``obs[t]`` is
+    ``frames[t : t + S]`` and ``next_obs[t]`` is ``frames[t + 1 : t + 1 + S]``, each stacked
+    channels first (``stacked_shape``). A chunk never spans two episodes; only its last
+    transition may be terminated or truncated.
     """
 
     frames: np.ndarray
-    """uint8 (T + S, H, W)."""
+    """uint8 (T + S, *frame_shape)."""
     action: np.ndarray
     """float32 (T, A), the agent's actions in [-1, 1]."""
     reward: np.ndarray
@@ -42,7 +45,7 @@ class ChunkRun(NamedTuple):
     """
 
     frames: np.ndarray
-    """uint8 (sum(T_k + S), H, W)."""
+    """uint8 (sum(T_k + S), *frame_shape)."""
     action: np.ndarray
     """float32 (sum T_k, A)."""
     reward: np.ndarray
@@ -66,7 +69,8 @@ class Geometry(NamedTuple):
 
     capacity: int
     frame_capacity: int
-    frame_shape: tuple[int, int]
+    frame_shape: tuple[int, ...]
+    """One stored frame: (H, W) grayscale, (C, H, W) with channels."""
     stack: int
     action_dim: int
 
@@ -237,13 +241,13 @@ class Batch(NamedTuple):
     """A sampled batch; pixels stay uint8 until the encoder."""
 
     obs: np.ndarray
-    """uint8 (B, S, H, W)."""
+    """uint8 (B, S * C, H, W): S frames of C channels (1 grayscale), oldest first."""
     action: np.ndarray
     """float32 (B, A)."""
     reward: np.ndarray
     """float32 (B,)."""
     next_obs: np.ndarray
-    """uint8 (B, S, H, W)."""
+    """uint8 (B, S * C, H, W)."""
     terminated: np.ndarray
     """bool (B,)."""
     truncated: np.ndarray
@@ -273,7 +277,28 @@ def check_array(name: str, arr: object, dtype: type, shape: tuple[int | str, ...
         raise ValueError(f"{name} must be {np.dtype(dtype)} {want}{at_least}, got {got}")
 
 
-def validate_chunk(chunk: Chunk, frame_shape: tuple[int, int], stack: int, action_dim: int) -> None:
+def check_frame_shape(frame_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``frame_shape`` as ints; ValueError unless it is (H, W) or (C, H, W), every size >= 1."""
+    shape = tuple(int(d) for d in frame_shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"frame_shape must be (H, W) or (C, H, W), sizes >= 1, got {shape}")
+    return shape
+
+
+def stacked_shape(frame_shape: tuple[int, ...], stack: int) -> tuple[int, int, int]:
+    """Observation shape of ``stack`` frames of ``frame_shape`` stacked channels first:
+    (S * C, H, W), C = 1 for (H, W) frames."""
+    *channels, height, width = frame_shape
+    return (stack * math.prod(channels), height, width)
+
+
+def split_frames(obs: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """The frames of one (S * C, H, W) observation as an (S, *frame_shape) view, oldest first
+    (for (H, W) frames, ``obs`` itself)."""
+    return obs.reshape(-1, *frame_shape)
+
+
+def validate_chunk(chunk: Chunk, frame_shape: tuple[int, ...], stack: int, action_dim: int) -> None:
     """Raise ValueError naming the first field whose shape or dtype breaks the contract."""
     check_array("chunk.action", chunk.action, np.float32, ("T", action_dim))
     t = chunk.action.shape[0]
@@ -286,7 +311,7 @@ def validate_chunk(chunk: Chunk, frame_shape: tuple[int, int], stack: int, actio
 
 
 def check_obs(obs: object, obs_shape: tuple[int, int, int], name: str = "obs") -> None:
-    """Raise ValueError unless ``obs`` is a uint8 (B, S, H, W) batch of ``obs_shape`` stacks."""
+    """Raise ValueError unless ``obs`` is a uint8 (B, S * C, H, W) batch of ``obs_shape``."""
     check_array(name, obs, np.uint8, ("B", *obs_shape))
 
 

@@ -1,10 +1,12 @@
 """Human demonstration files: one episode per compressed .npz, loaded as replay `Chunk`s.
 
-A file holds the `Chunk` arrays of one episode (``frames`` uint8 (T + S, H, W), each frame stored
-once; ``action`` float32 (T, A) in the agent's [-1, 1] space; ``reward`` float32 (T,);
-``terminated`` and ``truncated`` bool (T,)) plus ``meta``, a JSON string describing the
-environment the episode was recorded in. Only plain arrays are stored, and files are read with
-``allow_pickle=False``, so loading a demonstration never runs code from it.
+A file holds the `Chunk` arrays of one episode (``frames`` uint8 (T + S, H, W), or
+(T + S, C, H, W) for frames with channels, each frame stored once; ``action`` float32 (T, A) in
+the agent's [-1, 1] space; ``reward`` float32 (T,); ``terminated`` and ``truncated`` bool (T,))
+plus ``meta``, a JSON string describing the environment the episode was recorded in. The meta
+of an RGB episode records ``"channels": 3``; grayscale ones record no channels (as every file
+from before RGB), so their files are unchanged. Only plain arrays are stored, and files are read
+with ``allow_pickle=False``, so loading a demonstration never runs code from it.
 """
 
 from __future__ import annotations
@@ -38,15 +40,23 @@ class DemoError(ValueError):
 
 def demo_meta(env_name: str, cfg: EnvConfig, **extra: Any) -> dict[str, Any]:
     """Metadata of an episode recorded in `make_env(env_name, cfg)`; `extra` adds JSON fields."""
+    channels = {} if cfg.channels == 1 else {"channels": cfg.channels}
     return {
         "env": env_name,
-        "env_id": ENV_IDS[env_name],
+        "env_id": ENV_IDS.get(env_name, env_name),  # dmc: and gym: names are their own ids
         "obs_shape": list(cfg.obs_shape),
+        **channels,
         "image_size": cfg.image_size,
         "frame_stack": cfg.frame_stack,
         "action_repeat": cfg.action_repeat,
         **extra,
     }
+
+
+def _frame_shape(meta: Mapping[str, Any]) -> tuple[int, ...]:
+    """One stored frame of an episode with this meta: (H, W), or (C, H, W) for C > 1 channels."""
+    channels, side = meta.get("channels", 1), tuple(meta["obs_shape"][1:])
+    return side if channels == 1 else (channels, *side)
 
 
 def save_episode(
@@ -63,9 +73,7 @@ def save_episode(
     if missing:
         raise ValueError(f"episode meta lacks {', '.join(missing)}; build it with demo_meta")
     chunk = Chunk(frames, actions, rewards, terminated, truncated)
-    validate_chunk(
-        chunk, tuple(meta["obs_shape"][1:]), meta["frame_stack"], action_dim(meta["env"])
-    )
+    validate_chunk(chunk, _frame_shape(meta), meta["frame_stack"], action_dim(meta["env"]))
     _check_action_range(actions)
     full_meta = {
         **meta,
@@ -111,6 +119,13 @@ def _check_meta(path: str, raw: np.ndarray, env_name: str, cfg: EnvConfig) -> di
         raise DemoError(f"{path}: meta is not valid JSON ({e})") from e
     if not isinstance(meta, dict):
         raise DemoError(f"{path}: meta must be a JSON object, got {type(meta).__name__}")
+    channels = meta.get("channels", 1)  # files without it are grayscale
+    if channels != cfg.channels:
+        kind = "grayscale" if cfg.grayscale else "RGB"
+        raise DemoError(
+            f"{path}: recorded with {channels!r} channels per frame, this run observes "
+            f"{cfg.channels} ({kind}); record demonstrations with the run's --wrappers.grayscale"
+        )
     expected = {
         "format_version": FORMAT_VERSION,
         "env": env_name,
@@ -136,7 +151,7 @@ def load_demo(path: str | os.PathLike, env_name: str, env_cfg: EnvConfig) -> Chu
     _check_meta(path, arrays["meta"], env_name, env_cfg)
     chunk = Chunk(*(arrays[name] for name in ARRAYS[:-1]))
     try:
-        validate_chunk(chunk, env_cfg.obs_shape[1:], env_cfg.frame_stack, action_dim(env_name))
+        validate_chunk(chunk, env_cfg.frame_shape, env_cfg.frame_stack, action_dim(env_name))
         _check_action_range(chunk.action)
     except ValueError as e:
         raise DemoError(f"{path}: {e}") from e

@@ -1,7 +1,11 @@
-"""The pixel environments the agent sees: CarRacing-v3 and VisualPendulum (docs/design.md).
+"""The pixel environments the agent sees, one registry of env makers (docs/design.md).
 
-Both return channels-first uint8 stacks of grayscale frames, Box(0, 255, (S, H, W)), and take
-actions in Box(-1, 1, (A,)). Grayscale is gymnasium's `GrayscaleObservation`: ITU-R BT.709 luma,
+`--env` names one of: `CarRacing` (CarRacing-v3, with the fast renderer), `VisualPendulum`
+(Pendulum-v1 from its render), `dmc:DOMAIN-TASK` (the DeepMind Control Suite, distributed_sac/
+dmc.py) or `gym:ID` (any registered gymnasium env with a Box action space and rgb_array
+rendering). All return channels-first uint8 stacks, Box(0, 255, (S * C, H, W)) with C = 1
+(grayscale) or 3 (RGB) channels per frame, frame 0's channels first, and take actions in
+Box(-1, 1, (A,)). Grayscale is gymnasium's `GrayscaleObservation`: ITU-R BT.709 luma,
 0.2125 R + 0.7154 G + 0.0721 B, truncated to uint8. Resizing is area averaging as OpenCV's
 INTER_AREA does it (OpenCV is not installed here): each output pixel is the mean of the source
 pixels it covers, each weighted by the fraction covered, rounded to nearest. PIL's BOX filter is
@@ -9,12 +13,14 @@ not a substitute: it weights whole source pixels by whether their centre falls i
 differs by up to 15 grey levels on the 500 -> 84 Pendulum frame.
 
 Gymnasium's own wrappers do the frame stacking, grayscale, action rescaling and time limits; the
-three classes here do what it lacks.
+classes here do what it lacks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from collections.abc import Callable, Collection
 from functools import cache, partial
 from typing import Any, SupportsFloat
 
@@ -32,12 +38,14 @@ from gymnasium.wrappers import (
     TransformObservation,
 )
 
+from distributed_sac import dmc
 from distributed_sac.carracing_fast import make_car_racing
 from distributed_sac.config import (
     ACTION_DIMS,
     ENV_NAMES,
     PENDULUM_RENDER_SIZE,
     EnvConfig,
+    TrainConfig,
     validate_env,
 )
 
@@ -53,15 +61,77 @@ SLIGHT_GAS = np.array([0.0, 0.1, 0.0], dtype=np.float32)
 _RENDER_MODES = (None, "rgb_array", "human")
 
 
-def _check_name(name: str) -> None:
-    if name not in ENV_NAMES:
-        raise ValueError(f"unknown env '{name}'; choose one of {', '.join(ENV_NAMES)}")
+class EnvError(ValueError):
+    """An --env that cannot be trained on; the message is one line that starts with it."""
+
+
+def split_env(name: str) -> tuple[str, str]:
+    """(kind, argument): ("CarRacing", ""), ("dmc", "cartpole-swingup"), ("gym", "Ant-v5")."""
+    if name in ENV_NAMES:
+        return name, ""
+    kind, sep, arg = name.partition(":")
+    if sep and arg and kind in ("dmc", "gym"):
+        return kind, arg
+    raise EnvError(
+        f"--env {name}: unknown env; choose CarRacing, VisualPendulum, dmc:DOMAIN-TASK "
+        "(e.g. dmc:cartpole-swingup) or gym:ID (e.g. gym:MountainCarContinuous-v0)"
+    )
+
+
+def env_defaults(name: str) -> dict[str, object]:
+    """The `wrappers.*` values env `name` takes unless given: the PlaNet-benchmark protocol for
+    dmc (stack 3, the domain's action repeat, RGB), no action repeat for gym; none for the
+    project's own envs (the spec's defaults are CarRacing's)."""
+    kind, arg = split_env(name)
+    if kind == "dmc":
+        try:
+            domain, _ = dmc.split_name(arg)
+        except dmc.DMCError as exc:
+            raise EnvError(f"--env {exc}") from None
+        return {
+            "frame_stack": dmc.FRAME_STACK,
+            "action_repeat": dmc.action_repeat(domain),
+            "grayscale": False,
+        }
+    if kind == "gym":
+        return {"action_repeat": 1}
+    return {}
+
+
+def with_env_defaults(cfg: TrainConfig, given: Collection[str] = ()) -> TrainConfig:
+    """`cfg` with its env's own wrapper defaults (`env_defaults`) in the `wrappers.*` fields
+    not named in `given` (the dotted paths a command line set)."""
+    values = {k: v for k, v in env_defaults(cfg.env).items() if f"wrappers.{k}" not in given}
+    return dataclasses.replace(cfg, wrappers=dataclasses.replace(cfg.wrappers, **values))
+
+
+@cache
+def _action_dim(name: str) -> int:
+    env = _make_base(name, EnvConfig(image_size=16), None)
+    try:
+        return int(np.prod(env.action_space.shape))
+    finally:
+        env.close()
 
 
 def action_dim(name: str) -> int:
-    """Size of the agent's action vector in environment `name`."""
-    _check_name(name)
-    return ACTION_DIMS[name]
+    """Size of the agent's action vector in environment `name` (a dmc or gym env is built once
+    per process to read it)."""
+    kind, _ = split_env(name)
+    return ACTION_DIMS[name] if kind in ACTION_DIMS else _action_dim(name)
+
+
+def check_env(name: str, cfg: EnvConfig) -> None:
+    """EnvError (one line) unless env `name` builds, resets and observes `cfg.obs_shape`: for
+    launch.py, before Ray starts (a discrete or pixel-less gym env, an unknown dmc task, a
+    missing dependency, a renderer that does not work)."""
+    env = make_env(name, cfg, seed=0)
+    try:
+        obs, _ = env.reset()
+    finally:
+        env.close()
+    if obs.shape != cfg.obs_shape or obs.dtype != np.uint8:
+        raise EnvError(f"--env {name}: observes {obs.dtype} {obs.shape}, not uint8 {cfg.obs_shape}")
 
 
 def centre_crop(frame: np.ndarray, side: int) -> np.ndarray:
@@ -194,6 +264,23 @@ class EarlyTermination(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
+def _channels_first(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """Grayscale (H, W) frames as they are; RGB (H, W, 3) frames as (3, H, W)."""
+    if cfg.grayscale:
+        return env
+    space = spaces.Box(0, 255, cfg.frame_shape, np.uint8)
+    return TransformObservation(env, lambda f: np.ascontiguousarray(f.transpose(2, 0, 1)), space)
+
+
+def _stack(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """Stack `frame_stack` frames channels-first: (S * C, H, W), frame 0's channels first."""
+    env = FrameStackObservation(env, cfg.frame_stack)
+    if cfg.grayscale:
+        return env
+    space = spaces.Box(0, 255, cfg.obs_shape, np.uint8)
+    return TransformObservation(env, lambda obs: obs.reshape(cfg.obs_shape), space)
+
+
 def _make_carracing(cfg: EnvConfig, render_mode: str | None) -> gym.Env:
     """Raw continuous CarRacing-v3 as `gym.make` builds it, drawn by FastCarRacing if enabled."""
     # The passive checker would flag the skipped frames' reused arrays, which stay inside the
@@ -208,11 +295,17 @@ def wrap_carracing(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     env = RenderLastRepeatAction(env, cfg.action_repeat)
     crop = CARRACING_CROP[0].stop - CARRACING_CROP[0].start
     env = TransformObservation(env, crop_carracing, _image_space(crop, 3))
-    env = GrayscaleObservation(env)
+    channels = None
+    if cfg.grayscale:
+        env = GrayscaleObservation(env)
+    else:
+        channels = 3
     if cfg.image_size != crop:
         size = cfg.image_size
-        env = TransformObservation(env, partial(area_resize, size=size), _image_space(size))
-    env = FrameStackObservation(env, cfg.frame_stack)
+        env = TransformObservation(
+            env, partial(area_resize, size=size), _image_space(size, channels)
+        )
+    env = _stack(_channels_first(env, cfg), cfg)
     # Above the action repeat, each fill step is one agent step, so the stacked frames are
     # action_repeat frames apart as in every later observation (12 of the episode's 1000 frames).
     env = FillStackOnReset(env, SLIGHT_GAS, steps=cfg.frame_stack)
@@ -223,22 +316,76 @@ def wrap_carracing(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     return RescaleAction(env, np.float32(-1.0), np.float32(1.0))
 
 
-def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
-    """Turn an rgb_array Pendulum-v1 into VisualPendulum (docs/design.md)."""
+def wrap_rendered(env: gym.Env, cfg: EnvConfig, crop: int | None = None) -> gym.Env:
+    """Observe an rgb_array env through its renders: repeat, render, crop, resize, grayscale,
+    stack, actions rescaled to [-1, 1] (VisualPendulum, dmc and gym envs; docs/design.md)."""
     # Repeat below the renderer so only the frame the agent sees is drawn.
     env = RepeatAction(env, cfg.action_repeat)
     env = AddRenderObservation(env, render_only=True)
-    if cfg.pendulum_crop != PENDULUM_RENDER_SIZE:
-        env = TransformObservation(
-            env, partial(centre_crop, side=cfg.pendulum_crop), _image_space(cfg.pendulum_crop, 3)
-        )
+    if crop is not None:
+        env = TransformObservation(env, partial(centre_crop, side=crop), _image_space(crop, 3))
     size = cfg.image_size
-    env = TransformObservation(env, partial(area_resize, size=size), _image_space(size, 3))
-    env = GrayscaleObservation(env)
+    if env.observation_space.shape[:2] != (size, size):
+        env = TransformObservation(env, partial(area_resize, size=size), _image_space(size, 3))
+    if cfg.grayscale:
+        env = GrayscaleObservation(env)
     # The default "reset" padding fills the stack with the first rendered frame (docs/design.md).
-    env = FrameStackObservation(env, cfg.frame_stack)
-    # Torque in [-2, 2].
+    env = _stack(_channels_first(env, cfg), cfg)
     return RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+
+
+def wrap_pendulum(env: gym.Env, cfg: EnvConfig) -> gym.Env:
+    """Turn an rgb_array Pendulum-v1 into VisualPendulum (docs/design.md); torque in [-2, 2]."""
+    crop = cfg.pendulum_crop if cfg.pendulum_crop != PENDULUM_RENDER_SIZE else None
+    return wrap_rendered(env, cfg, crop)
+
+
+def _make_gym(env_id: str) -> gym.Env:
+    """`gym.make(env_id)` rendering to arrays; EnvError unless it can be a pixel task here."""
+    name = f"--env gym:{env_id}"
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+    except gym.error.Error as exc:  # unknown id or version, a missing extra
+        raise EnvError(f"{name}: {str(exc).splitlines()[0]}") from None
+    except (ImportError, TypeError) as exc:  # an env that renders no rgb_array, a broken entry
+        raise EnvError(f"{name}: cannot be made ({type(exc).__name__}: {exc})") from None
+    space = env.action_space
+    problem = None
+    if not isinstance(space, spaces.Box):
+        problem = f"needs a continuous (Box) action space, has {type(space).__name__}"
+    elif not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        problem = "needs a bounded action space (its Box has infinite bounds)"
+    elif "rgb_array" not in env.metadata.get("render_modes", ()):
+        problem = "needs pixels: it does not render rgb_array frames"
+    if problem:
+        env.close()
+        raise EnvError(f"{name}: {problem}")
+    return env
+
+
+def _make_base(name: str, cfg: EnvConfig, render_mode: str | None) -> gym.Env:
+    """The unwrapped-but-for-gymnasium's-own env under our `name`, drawing rgb_array frames."""
+    kind, arg = split_env(name)
+    if kind == "CarRacing":
+        return _make_carracing(cfg, render_mode)
+    if kind == "VisualPendulum":
+        # Observations are rendered, so Pendulum itself always renders to an array.
+        return gym.make(ENV_IDS[name], render_mode="rgb_array")
+    if kind == "dmc":
+        try:
+            return dmc.make_dmc(arg, cfg.image_size, cfg.camera)
+        except dmc.DMCError as exc:
+            raise EnvError(f"--env {exc}") from None
+    return _make_gym(arg)
+
+
+WRAPPERS: dict[str, Callable[[gym.Env, EnvConfig], gym.Env]] = {
+    "CarRacing": wrap_carracing,
+    "VisualPendulum": wrap_pendulum,
+    "dmc": wrap_rendered,
+    "gym": wrap_rendered,
+}
+"""The registry: how each kind of --env becomes the agent's view of it."""
 
 
 def make_env(
@@ -249,17 +396,13 @@ def make_env(
     `render_mode` "rgb_array" makes `env.render()` return the underlying env's full frame (eval
     videos); "human" opens a window (the demo recorder).
     """
-    _check_name(name)
+    kind, _ = split_env(name)
     validate_env(cfg)  # the command line's own bounds (config.RULES), one source of truth
     if render_mode not in _RENDER_MODES:
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
-    if name == "CarRacing":
-        env = wrap_carracing(_make_carracing(cfg, render_mode), cfg)
-    else:
-        # Observations are rendered, so Pendulum itself always renders to an array.
-        env = wrap_pendulum(gym.make(ENV_IDS[name], render_mode="rgb_array"), cfg)
-        if render_mode == "human":
-            env = HumanRendering(env)
+    env = WRAPPERS[kind](_make_base(name, cfg, render_mode), cfg)
+    if render_mode == "human" and kind != "CarRacing":
+        env = HumanRendering(env)
     if seed is not None:
         # The generator reset(seed=seed) would build, so the first plain reset() matches it.
         env.unwrapped.np_random, _ = seeding.np_random(seed)

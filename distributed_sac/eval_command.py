@@ -19,12 +19,12 @@ from scipy import stats
 
 from distributed_sac.atomic import atomic_write
 from distributed_sac.config import (
-    ACTION_DIMS,
     HELD_OUT_EVAL_SEED,
     SOLVED_EPISODES,
     SOLVED_THRESHOLDS,
     TrainConfig,
 )
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.evaluation import EvalResult, evaluate
 from distributed_sac.policy import Policy
 from distributed_sac.run_dir import RunDir, RunDirError, latest_run_checkpoint, load_run_checkpoint
@@ -60,10 +60,11 @@ def _resolve(path: str) -> tuple[Path, TrainConfig, dict | None]:
 def load_policy(ckpt: Path, cfg: TrainConfig, payload: dict | None = None) -> Policy:
     """The checkpoint's actor on CPU, loaded through the agent's own state dict."""
     payload = payload or load_run_checkpoint(ckpt, cfg)
-    obs_shape, action_dim = cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env]
-    agent = SacAeAgent(obs_shape, action_dim, cfg.agent, device="cpu", seed=cfg.seed)
+    obs_shape, action_dim = cfg.wrappers.obs_shape, env_action_dim(cfg.env)
+    channels = cfg.wrappers.channels
+    agent = SacAeAgent(obs_shape, action_dim, cfg.agent, "cpu", cfg.seed, channels)
     agent.load_state_dict(payload["agent"])
-    policy = Policy(obs_shape, action_dim, cfg.agent, seed=cfg.seed)
+    policy = Policy(obs_shape, action_dim, cfg.agent, cfg.seed, channels)
     policy.load(agent.policy_weights())
     return policy
 

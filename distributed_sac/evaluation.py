@@ -41,20 +41,21 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS) -> N
     tmp.unlink(missing_ok=True)
 
 
-def beside_agent_view(render: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """The full RGB render with the agent's newest grayscale frame to its right.
+def beside_agent_view(render: np.ndarray, obs: np.ndarray, channels: int = 1) -> np.ndarray:
+    """The full RGB render with the agent's newest frame (grayscale, or RGB for ``channels``
+    3) to its right.
 
-    The frame (``obs[-1]``, what the encoder sees last) is scaled up by whole pixels (nearest
-    neighbour, so the agent's resolution stays visible) to at most the render's height and
-    centred vertically on a black strip.
+    The frame (``obs[-channels:]``, what the encoder sees last) is scaled up by whole pixels
+    (nearest neighbour, so the agent's resolution stays visible) to at most the render's height
+    and centred vertically on a black strip.
     """
     height = render.shape[0]
-    view = obs[-1]
+    view = obs[-channels:].transpose(1, 2, 0)  # (H, W, C)
     scale = max(1, height // view.shape[0])
     big = np.repeat(np.repeat(view, scale, axis=0), scale, axis=1)[:height]
     strip = np.zeros((height, big.shape[1], 3), dtype=np.uint8)
     top = (height - big.shape[0]) // 2
-    strip[top : top + big.shape[0]] = big[..., None]
+    strip[top : top + big.shape[0]] = big  # one grey channel broadcasts to all three
     return np.concatenate([render, strip], axis=1)
 
 
@@ -85,7 +86,7 @@ def evaluate(
             total, steps, done = 0.0, 0, False
             while not done and steps < max_steps:
                 if film:
-                    frames.append(beside_agent_view(env.render(), obs))
+                    frames.append(beside_agent_view(env.render(), obs, env_cfg.channels))
                 action = policy.act(obs[None], deterministic=True)[0]
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)

@@ -17,7 +17,7 @@ import functools
 import numpy as np
 import torch
 
-from distributed_sac.data import ChunkRun, Geometry
+from distributed_sac.data import ChunkRun, Geometry, stacked_shape
 from distributed_sac.ring import RingLayout, ring_write
 from distributed_sac.staging import Staging
 from distributed_sac.tensors import BatchTensors
@@ -42,6 +42,10 @@ class DeviceMirror:
         self.reward = ring((g.capacity,), torch.float32)
         self.terminated = ring((g.capacity,), torch.float32)
         self.offsets = torch.arange(g.stack + 1, device=self.device)
+        # A gather's S + 1 frames read as one (S + 1) * C-channel image; obs and next_obs are
+        # its first and last S * C channels.
+        self._gathered_shape = stacked_shape(g.frame_shape, g.stack + 1)
+        self._channels = self._gathered_shape[0] // (g.stack + 1)
         if not self._cuda:
             self._frames_np = self.frames.numpy()
             self._frame_idx_np = self.frame_idx.numpy()
@@ -97,17 +101,18 @@ class DeviceMirror:
             (pos,) = self._upload(pos_np, indices=True)
             stacks = (self.frame_idx[pos][:, None] + self.offsets) % fc
             frames = torch.index_select(self.frames, 0, stacks.reshape(-1))
-            frames = frames.view(b, -1, *self.frames.shape[1:])
+            frames = frames.view(b, *self._gathered_shape)
         else:
             pos = torch.from_numpy(pos_np)
             stacks = (self._frame_idx_np[pos_np][:, None] + self._offsets_np) % fc
             # numpy's fancy indexing gathers uint8 rows about 2.5x faster than torch's on a CPU.
-            frames = torch.from_numpy(self._frames_np[stacks])
+            frames = torch.from_numpy(self._frames_np[stacks].reshape(b, *self._gathered_shape))
+        c = self._channels
         return BatchTensors(
-            obs=frames[:, :-1],
+            obs=frames[:, :-c],
             action=self.action[pos],
             reward=self.reward[pos],
-            next_obs=frames[:, 1:],
+            next_obs=frames[:, c:],
             terminated=self.terminated[pos],
         )
 

@@ -86,7 +86,8 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 
 
 class PixelEncoder(nn.Module):
-    """uint8 (B, S, H, W) -> latent (B, latent_dim): 3x3 convs, flatten, Linear, LayerNorm, tanh."""
+    """uint8 (B, S * C, H, W) -> latent (B, latent_dim): 3x3 convs, flatten, Linear, LayerNorm,
+    tanh. ``channels`` (C) is each stacked frame's: 1 grayscale, 3 RGB."""
 
     def __init__(
         self,
@@ -96,13 +97,16 @@ class PixelEncoder(nn.Module):
         latent_dim: int,
         convs: nn.Sequential | None = None,
         frame_diff: bool = False,
+        channels: int = 1,
     ) -> None:
         super().__init__()
         stack, size, width = obs_shape
-        self.frame_diff = frame_diff
+        self.frame_diff, self.channels = frame_diff, channels
         out = conv_output_size(size, num_layers)
         if size != width or out < 1 or num_layers < 1:
             raise ValueError(f"obs_shape {obs_shape} needs square images >= {4 * num_layers - 1}")
+        if channels < 1 or stack % channels:
+            raise ValueError(f"obs_shape {obs_shape} is no stack of {channels}-channel frames")
         if convs is None:
             layers: list[nn.Module] = []
             for i in range(num_layers):
@@ -142,8 +146,12 @@ class PixelEncoder(nn.Module):
             # uint8 is exact in bf16, so scaling in the compute dtype rounds as a later cast would.
             x = obs.to(dtype or torch.float32) / 255.0
             if self.frame_diff:
-                # Newest frame, then the changes between consecutive frames (newest first).
-                x = torch.cat([x[:, -1:], x[:, 1:].flip(1) - x[:, :-1].flip(1)], dim=1)
+                # Newest frame, then the changes between consecutive frames (newest first),
+                # C channels each.
+                c = self.channels
+                frames = x.unflatten(1, (-1, c))
+                changes = (frames[:, 1:] - frames[:, :-1]).flip(1).flatten(1, 2)
+                x = torch.cat([x[:, -c:], changes], dim=1)
             h = self.convs(x.contiguous(memory_format=self.memory_format))
             return h.to(torch.float32, memory_format=torch.contiguous_format).flatten(1)
 
@@ -154,7 +162,8 @@ class PixelEncoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent -> reconstruction (B, S, H, W) of pixels scaled to [0, 1): the encoder mirrored."""
+    """Latent -> reconstruction (B, S * C, H, W) of pixels scaled to [0, 1): the encoder
+    mirrored."""
 
     def __init__(
         self, obs_shape: tuple[int, int, int], num_layers: int, num_filters: int, latent_dim: int

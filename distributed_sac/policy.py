@@ -29,20 +29,26 @@ class PolicyWeights(NamedTuple):
 
 
 def build_actor(
-    obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, convs: nn.Module | None
+    obs_shape: tuple[int, int, int],
+    action_dim: int,
+    cfg: AgentConfig,
+    convs: nn.Module | None,
+    channels: int = 1,
 ) -> Actor:
-    """Actor on its own projection; ``convs`` ties its conv stack to the critic's."""
+    """Actor on its own projection; ``convs`` ties its conv stack to the critic's; ``channels``
+    per stacked frame (1 grayscale, 3 RGB)."""
     encoder = PixelEncoder(
-        obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs, cfg.frame_diff
-    )
+        obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim, convs, cfg.frame_diff,
+        channels,
+    )  # fmt: skip
     return Actor(encoder, action_dim, cfg.hidden_dim, cfg.log_std_min, cfg.log_std_max)
 
 
 def check_dims(obs_shape: tuple[int, int, int], action_dim: int) -> tuple[int, int, int]:
-    """``obs_shape`` as ints; ValueError unless it is (S, H, W) and ``action_dim`` >= 1."""
+    """``obs_shape`` as ints; ValueError unless it is (S * C, H, W) and ``action_dim`` >= 1."""
     if len(obs_shape) != 3 or min(obs_shape) < 1 or action_dim < 1:
         raise ValueError(
-            f"need obs_shape (S, H, W) and action_dim >= 1, got {obs_shape}, {action_dim}"
+            f"need obs_shape (S * C, H, W) and action_dim >= 1, got {obs_shape}, {action_dim}"
         )
     return tuple(int(d) for d in obs_shape)  # type: ignore[return-value]
 
@@ -68,10 +74,17 @@ class Policy:
     """What env workers run on CPU: the conv encoder and the actor, loaded from PolicyWeights."""
 
     def __init__(
-        self, obs_shape: tuple[int, int, int], action_dim: int, cfg: AgentConfig, seed: int = 0
+        self,
+        obs_shape: tuple[int, int, int],
+        action_dim: int,
+        cfg: AgentConfig,
+        seed: int = 0,
+        channels: int = 1,
     ) -> None:
+        """``channels`` per stacked frame of ``obs_shape``: 1 grayscale, 3 RGB (what the
+        agent's encoder was built with)."""
         self.obs_shape = check_dims(obs_shape, action_dim)
-        self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=None)
+        self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=None, channels=channels)
         self.generator = torch.Generator().manual_seed(seed)
         init_weights(self.actor, self.generator)
         self.version = -1
@@ -89,5 +102,5 @@ class Policy:
         self.version = weights.version
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
+        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S * C, H, W) observations."""
         return policy_act(self.actor, obs, self.obs_shape, self.generator, deterministic)

@@ -28,6 +28,7 @@ from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
 
 from distributed_sac.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
 from distributed_sac.config import EnvConfig
+from distributed_sac.data import split_frames
 from distributed_sac.demos import demo_meta, save_episode
 from distributed_sac.envs import make_env
 from distributed_sac.presets import PRESETS
@@ -117,7 +118,8 @@ class Recorder:
         """Start episode `self.episode` on track seed `base_seed + episode`."""
         self.seed = self.base_seed + self.episode
         obs, _ = self.env.reset(seed=self.seed)
-        self.frames, self.actions, self.rewards = list(obs), [], []
+        frames = split_frames(obs, self.args.wrappers.frame_shape)
+        self.frames, self.actions, self.rewards = list(frames), [], []
         self.terminated = self.truncated = self.early_stop = False
         if self.pilot:
             self.pilot.reset()
@@ -154,7 +156,7 @@ class Recorder:
             )
         obs, reward, self.terminated, self.truncated, info = self.env.step(action)
         self.early_stop = bool(info.get("early_stop", False))
-        self.frames.append(obs[-1])
+        self.frames.append(split_frames(obs, self.args.wrappers.frame_shape)[-1])
         self.actions.append(action)
         self.rewards.append(float(reward))
         if self.args.max_steps is not None and len(self.actions) >= self.args.max_steps:

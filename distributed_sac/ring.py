@@ -31,13 +31,13 @@ def frame_capacity(capacity: int, stack: int, chunk_length_hint: int) -> int:
 
 def replay_nbytes(
     capacity: int,
-    frame_shape: tuple[int, int],
+    frame_shape: tuple[int, ...],
     stack: int,
     action_dim: int,
     chunk_length_hint: int = 64,
 ) -> int:
     """Bytes a ``ReplayBuffer`` with these arguments preallocates, computed without allocating."""
-    frames = frame_capacity(capacity, stack, chunk_length_hint) * frame_shape[0] * frame_shape[1]
+    frames = frame_capacity(capacity, stack, chunk_length_hint) * math.prod(frame_shape)
     per_transition = np.dtype(np.int64).itemsize  # the frame-ring index of the obs
     for name, dtype in TRANSITION_DTYPES.items():
         per_transition += np.dtype(dtype).itemsize * (action_dim if name == "action" else 1)

@@ -1,7 +1,9 @@
 """Env + policy loop: K environments stepped with one batched policy forward per step.
 
 Each environment accumulates its own `Chunk` (frames stored once); a chunk is emitted when it
-reaches `chunk_length` transitions or its episode ends, so chunks never span episodes.
+reaches `chunk_length` transitions or its episode ends, so chunks never span episodes. A frame is
+`EnvConfig.frame_shape` ((H, W) grayscale, (3, H, W) RGB): the first observation gives the
+chunk its S frames, each later one its newest frame.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from distributed_sac.config import EnvConfig, RolloutConfig
-from distributed_sac.data import Chunk, EpisodeStats
+from distributed_sac.data import Chunk, EpisodeStats, split_frames
 from distributed_sac.envs import make_env
 
 
@@ -68,6 +70,7 @@ class Rollout:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.cfg = cfg
+        self.frame_shape = env_cfg.frame_shape
         self.envs = [make(env_name, env_cfg, seed=seed + i) for i in range(num_envs)]
         space = self.envs[0].action_space
         space.seed(seed)
@@ -80,10 +83,10 @@ class Rollout:
         self._lengths = np.zeros(num_envs, dtype=np.int64)
         self._smoothed = np.full(num_envs, np.nan)
 
-    @staticmethod
-    def _fresh(obs: np.ndarray) -> _Pending:
+    def _fresh(self, obs: np.ndarray) -> _Pending:
+        """A new chunk starting from ``obs``'s S frames."""
         # A copy: `obs` may be a row of `self._obs`, which the next step overwrites in place.
-        return _Pending(frames=list(np.array(obs)))
+        return _Pending(frames=list(split_frames(np.array(obs), self.frame_shape)))
 
     def _smooth(self, i: int, reward: float) -> float:
         """Reward EMA within the episode (optional; it slowed VisualPendulum, docs/design.md)."""
@@ -110,7 +113,7 @@ class Rollout:
         for i, env in enumerate(self.envs):
             next_obs, reward, terminated, truncated, info = env.step(actions[i])
             pending = self._pending[i]
-            pending.frames.append(next_obs[-1])
+            pending.frames.append(split_frames(next_obs, self.frame_shape)[-1])
             pending.actions.append(actions[i])
             pending.rewards.append(self._smooth(i, float(reward)))
             if version is not None:

@@ -99,7 +99,10 @@ class SacAeAgent:
         cfg: AgentConfig,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        channels: int = 1,
     ) -> None:
+        """``channels`` per stacked frame of ``obs_shape``: 1 grayscale, 3 RGB (the encoder's
+        frame differences group them; no weights depend on it)."""
         self.obs_shape = check_dims(obs_shape, action_dim)
         self.action_dim, self.cfg = action_dim, cfg
         self.device = torch.device(device)
@@ -107,10 +110,10 @@ class SacAeAgent:
         self.num_updates = 0
         encoder = PixelEncoder(
             self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim,
-            frame_diff=cfg.frame_diff,
+            frame_diff=cfg.frame_diff, channels=channels,
         )  # fmt: skip
         self.critic = Critic(encoder, action_dim, cfg.hidden_dim)
-        self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=encoder.convs)
+        self.actor = build_actor(self.obs_shape, action_dim, cfg, encoder.convs, channels)
         self.decoder = Decoder(self.obs_shape, cfg.num_conv_layers, cfg.num_filters, cfg.latent_dim)
         init_gen = torch.Generator().manual_seed(seed)
         for net in (self.critic, self.actor.encoder.proj, self.actor.trunk, self.decoder):
@@ -309,11 +312,11 @@ class SacAeAgent:
             target.lerp_(online, self.cfg.tau)
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S, H, W) observations."""
+        """Actions in [-1, 1], float32 (B, A), for uint8 (B, S * C, H, W) observations."""
         return policy_act(self.actor, obs, self.obs_shape, self.generator, deterministic)
 
     def reconstruct(self, obs: np.ndarray) -> np.ndarray:
-        """uint8 autoencoder reconstructions of uint8 (B, S, H, W) observations (no shift)."""
+        """uint8 autoencoder reconstructions of uint8 (B, S * C, H, W) observations (no shift)."""
         check_obs(obs, self.obs_shape)
         with torch.inference_mode():
             rec = self.decoder(self.critic.encoder(to_device(obs, self.device)))

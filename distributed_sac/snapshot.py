@@ -28,7 +28,8 @@ from distributed_sac.data import ChunkRun
 from distributed_sac.replay import ReplayBuffer
 
 PART_TRANSITIONS = 4096
-"""Transitions per part file (about 30 MB at 84x84): the most copied under the lock at once."""
+"""Transitions per part file (about 30 MB at 84x84, 87 MB in RGB): the most copied under the
+lock at once."""
 MANIFEST = "manifest.json"
 DEMOS = "demos.npz"
 FORMAT_VERSION = 1
@@ -148,6 +149,11 @@ def restore_snapshot(folder: str | Path, buffer: ReplayBuffer) -> dict | None:
                 run = ChunkRun(**{k: npz[k] for k in ChunkRun._fields})
             if len(run.lengths) != end - first:
                 raise SnapshotError(f"{name} holds {len(run.lengths)} chunks, not {end - first}")
+            if run.frames.shape[1:] != buffer.frame_shape:
+                raise SnapshotError(
+                    f"{name} holds frames of shape {run.frames.shape[1:]}, the replay's are "
+                    f"{buffer.frame_shape}"
+                )
             skip = max(0, first_live - first)
             buffer.add_run(_tail(run, skip, buffer.stack))
     except (OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:

@@ -50,6 +50,7 @@ CSV_FIELDS = (
     "config",
     "env",
     "agent_steps",
+    "env_steps",
     "num_seeds",
     "mean",
     "std",
@@ -144,6 +145,8 @@ class SeedRun:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
     final_eval: dict[str, Any] | None = None
+    action_repeat: int = 1
+    """Env steps per agent step: a DMC task's x axis is env steps (agent steps x this)."""
 
     def points(self) -> dict[int, tuple[int, float]]:
         """Evaluation point -> (agent steps taken at, return); a later evaluation of a point
@@ -187,6 +190,7 @@ def read_run(path: Path) -> SeedRun:
         overrides=trial.get("overrides") or {},
         labels=trial.get("labels") or {},
         final_eval=final_eval,
+        action_repeat=int(config.get("wrappers", {}).get("action_repeat", 1)),
     )
 
 
@@ -219,7 +223,14 @@ def aggregate(
     for run in runs:
         for point, (_, value) in run.points().items():
             by_point.setdefault(point, []).append(value)
-    points = [{"agent_steps": p, **describe(v)} for p, v in sorted(by_point.items())]
+    repeats = sorted({r.action_repeat for r in runs})
+    if len(repeats) > 1:
+        raise ValueError(f"configuration {config!r} mixes action repeats {repeats}")
+    repeat = repeats[0]
+    points = [
+        {"agent_steps": p, "env_steps": p * repeat, **describe(v)}
+        for p, v in sorted(by_point.items())
+    ]
     per_seed, finals = [], []
     for run in runs:
         pts = run.points()
@@ -250,6 +261,8 @@ def aggregate(
         "overrides": first.overrides,
         "labels": first.labels,
         "agent_steps": max(by_point) if by_point else None,
+        "action_repeat": repeat,
+        "env_steps": max(by_point) * repeat if by_point else None,
         "final_num_seeds": len(finals),
         "final_mean": final_stats.get("mean"),
         "final_std": final_stats.get("std"),
@@ -338,6 +351,7 @@ def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "config": summary["config"],
                 "env": summary["env"],
                 "agent_steps": p["agent_steps"],
+                "env_steps": p.get("env_steps"),
                 "num_seeds": p["num_seeds"],
                 "mean": p["mean"],
                 "std": p["std"],
@@ -381,9 +395,10 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    x = "env_steps" if all(s["env"].startswith("dmc:") for s in summaries) else "agent_steps"
     for summary in summaries:
         pts = summary["points"]
-        xs = [p["agent_steps"] for p in pts]
+        xs = [p[x] for p in pts]
         (line,) = ax.plot(
             xs,
             [p["mean"] for p in pts],
@@ -393,7 +408,7 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
         shaded = [p for p in pts if p["ci95"] is not None]
         if shaded:
             ax.fill_between(
-                [p["agent_steps"] for p in shaded],
+                [p[x] for p in shaded],
                 [p["ci95"][0] for p in shaded],
                 [p["ci95"][1] for p in shaded],
                 color=line.get_color(),
@@ -401,7 +416,7 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
             )
     for threshold in sorted({s["threshold"] for s in summaries if s["threshold"] is not None}):
         ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
-    ax.set_xlabel("agent steps")
+    ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel("eval return (mean over seeds, 95 % bootstrap interval)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

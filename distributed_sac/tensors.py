@@ -64,7 +64,7 @@ class UpdateNoise(NamedTuple):
     shifts: torch.Tensor
     """int64 (2, B, 2): crop offsets in [0, 2 pad] for obs and next_obs."""
     dequant: torch.Tensor
-    """float (B, S, H, W) in [0, 1): one grey level of noise for the reconstruction target."""
+    """float (B, S * C, H, W) in [0, 1): one pixel level of noise for the reconstruction target."""
     next_eps: torch.Tensor
     """float (B, A): Gaussian noise of the next action in the Bellman target."""
     eps: torch.Tensor

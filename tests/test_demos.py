@@ -222,3 +222,60 @@ def test_save_needs_env_meta(tmp_path: Path) -> None:
     args = (ep["frames"], ep["action"], ep["reward"], ep["terminated"], ep["truncated"])
     with pytest.raises(ValueError, match="meta lacks action_repeat, env, frame_stack, obs_shape"):
         save_episode(tmp_path / "ep.npz", *args, {"seed": 1})
+
+
+RGB = EnvConfig(image_size=32, frame_stack=3, grayscale=False)
+
+
+def rgb_episode(t: int = 5) -> dict[str, np.ndarray]:
+    """An episode of 3-channel frames: channel c of frame i holds 10 * i + c."""
+    ep = episode(t)
+    values = 10 * np.arange(t + RGB.frame_stack)[:, None] + np.arange(3)
+    ep["frames"] = np.broadcast_to(values[..., None, None], (t + 3, 3, 32, 32)).astype(np.uint8)
+    return ep
+
+
+def test_rgb_round_trip_is_exact_and_records_the_channels(tmp_path: Path) -> None:
+    ep = rgb_episode()
+    path = save(tmp_path / "rgb.npz", ep, RGB)
+    chunk = load_demo(path, "CarRacing", RGB)
+    for name, want in ep.items():
+        got = getattr(chunk, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert chunk.frames.shape == (5 + 3, *RGB.frame_shape)
+    with np.load(path, allow_pickle=False) as npz:
+        meta = json.loads(npz["meta"].item())
+    assert meta["channels"] == 3 and meta["obs_shape"] == [9, 32, 32]
+    assert "channels" not in demo_meta("CarRacing", CFG)  # grayscale files are unchanged
+
+
+GRAY_3 = EnvConfig(image_size=32, frame_stack=3)
+GRAY_9 = EnvConfig(image_size=32, frame_stack=9)
+RGB_1 = EnvConfig(image_size=32, frame_stack=1, grayscale=False)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "run", "message"),
+    [  # each pair has the same obs_shape: only the channels tell them apart
+        (RGB, GRAY_9, "3 channels per frame, this run observes 1 (grayscale)"),
+        (GRAY_3, RGB_1, "1 channels per frame, this run observes 3 (RGB)"),
+    ],
+    ids=["rgb-file-gray-run", "gray-file-rgb-run"],
+)
+def test_a_file_of_other_channels_is_a_clear_error(tmp_path, recorded, run, message) -> None:
+    assert recorded.obs_shape == run.obs_shape
+    if recorded is RGB:
+        ep = rgb_episode()
+    else:
+        ep = episode(t=6)
+        ep["frames"] = ep["frames"][: 6 + GRAY_3.frame_stack]
+    path = save(tmp_path / "ep.npz", ep, recorded)
+    with pytest.raises(DemoError, match=re.escape(message)):
+        load_demo(path, "CarRacing", run)
+
+
+def test_saving_grayscale_frames_as_rgb_fails(tmp_path: Path) -> None:
+    ep = rgb_episode()
+    ep["frames"] = ep["frames"][:, 0]
+    with pytest.raises(ValueError, match="chunk.frames"):
+        save(tmp_path / "ep.npz", ep, RGB)

@@ -13,7 +13,7 @@ import torch
 
 from distributed_sac.remote.driver import Driver
 from distributed_sac.run_dir import RunDir
-from tests.conftest import tiny_ray_config
+from tests.conftest import end_actors, tiny_ray_config
 from tests.wandb_records import history
 
 pytestmark = pytest.mark.ray
@@ -30,6 +30,7 @@ def finished_run(ray_cluster, tmp_path_factory):
     SCRAPES.extend(_scrape_while(thread.is_alive, interval=1.0))
     thread.join(timeout=300)
     worker_stats = ray_cluster.get([w.stats.remote() for w in driver.workers])
+    end_actors(driver)  # their names are free for the next run in this module
     return cfg, run, outcome["record"], worker_stats
 
 
@@ -169,3 +170,28 @@ def test_prometheus_export_holds_our_metrics_and_they_grow(finished_run):
     ):
         assert name in names, sorted(names)
     assert seen[-1]["ray_sac_agent_steps_total"] > seen[0]["ray_sac_agent_steps_total"]
+
+
+def test_a_dmc_task_trains_from_rgb_frames(ray_cluster, tmp_path):
+    """dmc:cartpole-swingup end to end: RGB stacks of 3 frames (9 channels) through the workers,
+    the replay, the learner's mirror and the evaluator; the run ends at its exact counts."""
+    from distributed_sac.envs import with_env_defaults
+
+    cfg = with_env_defaults(
+        tiny_ray_config(env="dmc:cartpole-swingup", eval_every=100, total_steps=200)
+    )
+    cfg = dataclasses.replace(cfg, wrappers=dataclasses.replace(cfg.wrappers, image_size=16))
+    assert cfg.wrappers.obs_shape == (9, 16, 16) and cfg.wrappers.action_repeat == 8
+    run = RunDir.create(tmp_path / "r", cfg)
+    driver = Driver(cfg, run)
+    record = driver.train()
+    end_actors(driver)
+    assert record["agent_steps"] == record["replay_size"] == 200
+    assert record["env_steps"] == 200 * 8
+    assert record["learner_updates"] == int(cfg.replay.replay_ratio * (200 - cfg.replay.min_size))
+    evals = [r for r in run.read_metrics() if r.get("eval_return_mean") is not None]
+    assert evals and all(0.0 <= r["eval_return_mean"] <= 30 * 8 for r in evals)
+    saved = torch.load(sorted(run.checkpoints.glob("ckpt_*.pt"))[-1], weights_only=True)
+    critic = saved["agent"]["critic"]
+    first_conv = next(v for k, v in critic.items() if k.endswith("convs.0.weight"))
+    assert first_conv.shape[1] == 9

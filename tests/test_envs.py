@@ -110,7 +110,7 @@ class ScriptedRewards(gym.Env):
 def test_every_env_table_covers_exactly_the_env_names():
     assert ENV_NAMES == ("CarRacing", "VisualPendulum")
     assert set(ENV_IDS) == set(ACTION_DIMS) == set(ENV_NAMES)
-    with pytest.raises(ValueError, match="choose one of CarRacing, VisualPendulum"):
+    with pytest.raises(ValueError, match="choose CarRacing, VisualPendulum, dmc:DOMAIN-TASK"):
         make_env("Pendulum", CFG)
 
 
@@ -341,7 +341,7 @@ def test_human_render_mode_steps(name):
 
 
 def test_bad_arguments_raise_value_error():
-    message = "unknown env 'Atari'; choose one of CarRacing, VisualPendulum"
+    message = "--env Atari: unknown env; choose CarRacing, VisualPendulum, dmc:DOMAIN-TASK"
     with pytest.raises(ValueError, match=message):
         make_env("Atari", CFG)
     with pytest.raises(ValueError, match=message):

@@ -67,6 +67,15 @@ def test_video_frames_show_the_render_beside_the_agents_newest_frame():
     assert not frame[:2, 150:].any() and not frame[98:, 150:].any()
 
 
+def test_video_frames_show_the_newest_rgb_frame_in_colour():
+    render = np.zeros((64, 80, 3), np.uint8)
+    obs = np.zeros((3 * 3, 32, 32), np.uint8)  # 3 frames of 3 channels
+    newest = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    obs[6:], obs[:6] = newest, 255
+    view = beside_agent_view(render, obs, channels=3)[:, 80:]  # 2x scale fills the 64 rows
+    np.testing.assert_array_equal(view[::2, ::2], newest.transpose(1, 2, 0))
+
+
 def test_evaluate_returns_match_stock_pendulum_and_video_decodes(tmp_path):
     video = tmp_path / "eval.mp4"
     result = evaluate(

@@ -41,6 +41,15 @@ def test_all_checks_pass_on_the_cpu(tmp_path, monkeypatch, capsys):
     assert gpu_checks.main(["mirror", "--device", "cpu", "--tiny"])["ok"]  # the numpy branch
 
 
+def test_the_checks_pass_with_rgb_frames(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    argv = ["all", "--device", "cpu", "--tiny", "--rgb", "--torch-branch", "--staging-kib", "1"]
+    out = gpu_checks.main([*argv, "--updates", "2"])
+    assert out["ok"], out
+    assert out["meta"]["frame_shape"] == [3, 16, 16]
+    assert gpu_checks.TINY.rgb().obs_shape == (9, 16, 16) and gpu_checks.TINY.rgb().channels == 3
+
+
 def test_the_mirror_checks_catch_a_corrupted_upload(monkeypatch):
     upload = Staging.upload
 

@@ -116,3 +116,14 @@ def test_set_overrides_nested_fields_with_their_types():
         with pytest.raises(ValueError) as info:
             override(cfg, [bad])
         assert str(info.value) == message
+
+
+def test_dmc_tasks_run_100k_env_steps_against_sac_ae_published_score():
+    from benchmarks.learning import PUBLISHED_100K, targets
+
+    assert targets("dmc:cartpole-swingup", "scratch", 8, 100_000) == (311.0, 12_500)
+    assert targets("dmc:walker-walk", "scratch", 2, 100_000) == (394.0, 50_000)
+    assert targets("dmc:reacher-easy", "scratch", 4, 100_000) == (274.0, 25_000)
+    assert targets("dmc:acrobot-swingup", "scratch", 4, 100_001) == (0.0, 25_001)
+    assert PUBLISHED_100K["dmc:ball_in_cup-catch"] == {"SAC+AE": 391, "CURL": 769, "DrQ": 913}
+    assert targets("CarRacing", "demos", 3, 100_000) == (650.0, 50_000)

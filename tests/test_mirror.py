@@ -20,9 +20,9 @@ from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
 from distributed_sac.replay_mirror import ReplayMirror
 from distributed_sac.sac_ae import SacAeAgent
-from distributed_sac.snapshot import MANIFEST, restore_snapshot
+from distributed_sac.snapshot import MANIFEST, SnapshotError, restore_snapshot
 from distributed_sac.tensors import batch_tensors
-from tests.test_replay import ACTION_DIM, SHAPE, STACK, Reference, decode
+from tests.test_replay import ACTION_DIM, RGB, SHAPE, STACK, Reference, decode
 
 CFG = tiny_preset()
 
@@ -34,11 +34,19 @@ def assert_same(mirrored, batch: Batch) -> None:
         assert a.dtype == b.dtype and torch.equal(a, b), name
 
 
+@pytest.mark.parametrize(
+    "frame_shape,torch_branch",
+    [(SHAPE, False), (RGB, False), (RGB, True)],
+    ids=["gray", "rgb", "rgb-torch-branch"],
+)
 @pytest.mark.parametrize("max_episode,max_chunk", [(3, 2), (40, 8)])
-def test_mirror_follows_inserts_and_evictions_exactly(max_episode, max_chunk):
-    rb = ReplayBuffer(50, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+def test_mirror_follows_inserts_and_evictions_exactly(
+    max_episode, max_chunk, frame_shape, torch_branch
+):
+    rb = ReplayBuffer(50, frame_shape, STACK, ACTION_DIM, chunk_length_hint=8)
     mirror = DeviceMirror(rb.geometry)
-    ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk)
+    mirror._cuda = torch_branch  # on the CPU: the CUDA code (torch rings, staged uploads)
+    ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk, frame_shape)
     rng = np.random.default_rng(0)
     sent = 0
     while len(ref.transitions) < 20 * rb.capacity:
@@ -54,15 +62,19 @@ def test_mirror_follows_inserts_and_evictions_exactly(max_episode, max_chunk):
             assert len(mirror) == len(rb)
             assert_same(mirror.gather(idx), rb.gather(idx))
     obs = mirror.gather(np.arange(len(rb))).obs.numpy()
-    stacks = decode(obs)
-    assert np.all(stacks // 10_000 == stacks[:, :1] // 10_000)  # never mixes episodes
+    assert obs.shape == (len(rb), *rb.obs_shape)
+    if frame_shape == SHAPE:
+        stacks = decode(obs)
+        assert np.all(stacks // 10_000 == stacks[:, :1] // 10_000)  # never mixes episodes
 
 
-def _spec(**replay) -> ReplaySpec:
+def _spec(frame_shape: tuple[int, ...] = SHAPE, **replay) -> ReplaySpec:
     # A huge tolerance: neither side is ever throttled, so one thread can drive both.
     replay = {"capacity": 60, "min_size": 20, "replay_ratio": 1.0, "ratio_tolerance": 1e6, **replay}
     cfg = ReplayConfig(**replay)
-    return ReplaySpec(cfg, SHAPE, STACK, ACTION_DIM, 8, 10_000, 0, chunk_length=8, max_insert=8)
+    return ReplaySpec(
+        cfg, frame_shape, STACK, ACTION_DIM, 8, 10_000, 0, chunk_length=8, max_insert=8
+    )
 
 
 class Learnerish:
@@ -199,14 +211,17 @@ def test_mix_indices_all_demos_while_replay_is_small():
         mix_indices(5, 0, 8, 0.25, 1, rng)
 
 
-def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread):
-    shape = CFG.wrappers.obs_shape
+@pytest.mark.parametrize("grayscale", [True, False], ids=["gray", "rgb-frame-diff"])
+def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread, grayscale):
+    env = dataclasses.replace(CFG.wrappers, grayscale=grayscale)
+    agent_cfg = dataclasses.replace(CFG.agent, frame_diff=not grayscale)
+    shape, frame_shape, stack = env.obs_shape, env.frame_shape, env.frame_stack
     rng = np.random.default_rng(3)
-    rb = ReplayBuffer(300, shape[1:], shape[0], 1, chunk_length_hint=16)
+    rb = ReplayBuffer(300, frame_shape, stack, 1, chunk_length_hint=16)
     for _ in range(25):  # wraps around: evictions
         rb.add(
             Chunk(
-                rng.integers(0, 256, (16 + shape[0], *shape[1:]), dtype=np.uint8),
+                rng.integers(0, 256, (16 + stack, *frame_shape), dtype=np.uint8),
                 rng.uniform(-1, 1, (16, 1)).astype(np.float32),
                 rng.normal(size=16).astype(np.float32),
                 np.zeros(16, bool),
@@ -215,7 +230,7 @@ def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread):
         )
     mirror = DeviceMirror(rb.geometry)
     mirror.apply(rb.run_since(rb.layout.first_seq))
-    a, b = (SacAeAgent(shape, 1, CFG.agent, seed=3) for _ in range(2))
+    a, b = (SacAeAgent(shape, 1, agent_cfg, seed=3, channels=env.channels) for _ in range(2))
     for _ in range(3):
         idx = rb.sample_indices(CFG.agent.batch_size, rng)
         assert a.update(rb.gather(idx)) == b.update(mirror.gather(idx))
@@ -243,6 +258,34 @@ def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_
     assert len(restored) == len(server.buffer)
     for x, y in zip(restored.gather(idx), server.buffer.gather(idx), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_rgb_feeds_demos_and_snapshots_round_trip(tmp_path):
+    spec = _spec(RGB, replay_ratio=4.0)
+    spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
+    server = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
+    ref = Reference(np.random.default_rng(11), max_episode=30, max_chunk=8, frame_shape=RGB)
+    server.load_demos([c for _ in range(2) for c in ref.episode_chunks()])
+    _add_episodes(server, ref, 6)  # wraps the 60-transition ring
+    learner = Learnerish()
+    batches, feed = learner.take(server, 3)  # each batch checked against the replay's own
+    assert feed.reset and len(batches) == 3 and feed.demo_idx.shape == (3, 2)
+    assert all(b.obs.shape == (8, 3 * STACK, *RGB[1:]) for b in batches)
+    _add_episodes(server, ref, 1)
+    _, feed = learner.take(server, 2)
+    assert not feed.reset and len(learner.mirror.replay) == len(server.buffer)
+    server.snapshot()
+    back = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
+    for restored, saved in ((back.buffer, server.buffer), (back.demos, server.demos)):
+        idx = np.arange(len(saved))
+        assert len(restored) == len(saved)
+        for x, y in zip(restored.gather(idx), saved.gather(idx), strict=True):
+            np.testing.assert_array_equal(x, y)
+    _, feed = learner.take(back, 2)
+    assert feed.reset and len(learner.mirror.replay) == len(back.buffer)
+    gray = ReplayBuffer(60, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+    with pytest.raises(SnapshotError, match=r"frames of shape \(3, 2, 2\)"):
+        restore_snapshot(tmp_path / "replay", gray)
 
 
 def test_every_request_sets_the_ratio_count_to_the_learners(tmp_path):

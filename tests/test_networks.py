@@ -88,6 +88,28 @@ def test_frame_diff_encoder_sees_newest_frame_and_consecutive_changes() -> None:
     assert not torch.allclose(diff.conv_features(obs), raw.conv_features(obs))
 
 
+def test_frame_diff_differences_whole_rgb_frames() -> None:
+    # 3 frames of 3 channels: (B, 9, H, W), frame k's channels at 3k..3k+2.
+    obs = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 9, 32, 32), np.uint8))
+    diff, raw = (
+        PixelEncoder((9, 32, 32), 2, 8, 16, frame_diff=True, channels=3),
+        PixelEncoder((9, 32, 32), 2, 8, 16),
+    )
+    raw.load_state_dict(diff.state_dict())  # the same weights: channels adds none
+    x = obs.float() / 255.0
+    f0, f1, f2 = x[:, 0:3], x[:, 3:6], x[:, 6:9]
+    by_hand = raw.convs(torch.cat([f2, f2 - f1, f1 - f0], 1))  # newest, then changes newest first
+    torch.testing.assert_close(diff.conv_features(obs), by_hand.flatten(1))
+    per_channel = PixelEncoder((9, 32, 32), 2, 8, 16, frame_diff=True)  # as if 9 gray frames
+    per_channel.load_state_dict(diff.state_dict())
+    assert not torch.allclose(diff.conv_features(obs), per_channel.conv_features(obs))
+
+
+def test_encoder_rejects_a_stack_that_is_no_whole_number_of_frames() -> None:
+    with pytest.raises(ValueError, match="3-channel frames"):
+        PixelEncoder((4, 32, 32), 2, 8, 16, channels=3)
+
+
 def test_latent_forward_loss_is_two_minus_two_cosine() -> None:
     model = LatentForward(latent_dim=6, action_dim=2, hidden_dim=16)
     z, a, nxt = torch.randn(5, 6), torch.randn(5, 2), torch.randn(5, 6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -10,12 +12,22 @@ from distributed_sac.replay import ReplayBuffer, frame_capacity, replay_nbytes
 
 # A 2x2 frame is 4 bytes: each frame carries its id = episode * 10_000 + position in episode.
 SHAPE = (2, 2)
+RGB = (3, 2, 2)
+"""A frame of 3 channels, 4 bytes each: channel c of frame ``id`` holds 3 * id + c."""
 STACK = 3
 ACTION_DIM = 2
 
 
-def encode(ids: np.ndarray) -> np.ndarray:
-    return np.asarray(ids, "<u4").view(np.uint8).reshape(-1, *SHAPE)
+def encode(ids: np.ndarray, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+    """Frames of ``shape`` for frame ids: channel c holds the 4 bytes of C * id + c."""
+    channels = math.prod(shape) // 4
+    words = np.asarray(ids, np.int64)[:, None] * channels + np.arange(channels)
+    return words.astype("<u4").view(np.uint8).reshape(-1, *shape)
+
+
+def stack_by_hand(ids: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The observation of frames ``ids``: each frame's channels after the previous frame's."""
+    return np.concatenate([encode([i], shape).reshape(-1, *shape[-2:]) for i in ids])
 
 
 def decode(frames: np.ndarray) -> np.ndarray:
@@ -26,8 +38,15 @@ def decode(frames: np.ndarray) -> np.ndarray:
 class Reference:
     """Generates episodes split into chunks and remembers what every transition must read."""
 
-    def __init__(self, rng: np.random.Generator, max_episode: int, max_chunk: int) -> None:
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        max_episode: int,
+        max_chunk: int,
+        frame_shape: tuple[int, ...] = SHAPE,
+    ) -> None:
         self.rng, self.max_episode, self.max_chunk = rng, max_episode, max_chunk
+        self.frame_shape = frame_shape
         self.episode = 0
         self.transitions: list[dict] = []  # global transition id -> expected fields
 
@@ -60,7 +79,14 @@ class Reference:
                     )
                 )
             chunks.append(
-                Chunk(encode(frame_ids[t0 : t0 + t + STACK]), action, reward, term, trunc, version)
+                Chunk(
+                    encode(frame_ids[t0 : t0 + t + STACK], self.frame_shape),
+                    action,
+                    reward,
+                    term,
+                    trunc,
+                    version,
+                )
             )
             t0 += t
         return chunks
@@ -76,24 +102,30 @@ def check_against_reference(rb: ReplayBuffer, ref: Reference, expected_ids: np.n
     gid = batch.action[:, 0].astype(np.int64)
     np.testing.assert_array_equal(gid, expected_ids)
     want = [ref.transitions[g] for g in gid]
-    np.testing.assert_array_equal(decode(batch.obs), np.stack([w["obs"] for w in want]))
-    np.testing.assert_array_equal(decode(batch.next_obs), np.stack([w["next_obs"] for w in want]))
+    shape = ref.frame_shape
+    np.testing.assert_array_equal(batch.obs, [stack_by_hand(w["obs"], shape) for w in want])
+    np.testing.assert_array_equal(
+        batch.next_obs, [stack_by_hand(w["next_obs"], shape) for w in want]
+    )
     np.testing.assert_array_equal(batch.action, np.stack([w["action"] for w in want]))
     np.testing.assert_array_equal(batch.reward, [w["reward"] for w in want])
     np.testing.assert_array_equal(batch.terminated, [w["terminated"] for w in want])
     np.testing.assert_array_equal(batch.truncated, [w["truncated"] for w in want])
     np.testing.assert_array_equal(rb.weights_versions(idx), [w["version"] for w in want])
     # Every stack holds S + 1 consecutive frames of a single episode.
-    stacks = np.concatenate([decode(batch.obs), decode(batch.next_obs)[:, -1:]], axis=1)
+    stacks = np.stack([np.append(w["obs"], w["next_obs"][-1]) for w in want])
     assert np.all(stacks // 10_000 == stacks[:, :1] // 10_000)
     assert np.all(np.diff(stacks, axis=1) == 1)
 
 
+@pytest.mark.parametrize("frame_shape", [SHAPE, RGB], ids=["gray", "rgb"])
 @pytest.mark.parametrize("max_episode,max_chunk", [(3, 2), (40, 8), (200, 8)])
-def test_contents_match_reference_across_wraparound_and_episodes(max_episode, max_chunk):
+def test_contents_match_reference_across_wraparound_and_episodes(
+    max_episode, max_chunk, frame_shape
+):
     capacity, hint = 50, 8
-    rb = ReplayBuffer(capacity, SHAPE, STACK, ACTION_DIM, chunk_length_hint=hint)
-    ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk)
+    rb = ReplayBuffer(capacity, frame_shape, STACK, ACTION_DIM, chunk_length_hint=hint)
+    ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk, frame_shape)
     stored: list[int] = []  # lengths of stored chunks, oldest first (the eviction spec)
     f_cap = frame_capacity(capacity, STACK, hint)
     while len(ref.transitions) < 30 * capacity:
@@ -150,6 +182,41 @@ def test_sample_is_uniform_with_expected_layout():
     assert np.all(np.abs(counts - 1000) < 6 * np.sqrt(1000))
 
 
+def test_rgb_frames_are_stored_once_and_gathered_as_channel_stacks():
+    rb = ReplayBuffer(40, RGB, STACK, ACTION_DIM, chunk_length_hint=4)
+    ref = Reference(np.random.default_rng(1), max_episode=30, max_chunk=4, frame_shape=RGB)
+    while len(ref.transitions) < 200:
+        for chunk in ref.episode_chunks():
+            rb.add(chunk)
+    assert rb._frames.shape == (rb.frame_capacity, *RGB)  # one frame slot per transition
+    assert rb.obs_shape == (3 * STACK, 2, 2)
+    n = len(rb)
+    batch = rb.sample(n, np.random.default_rng(2))
+    assert batch.obs.shape == batch.next_obs.shape == (n, 3 * STACK, 2, 2)
+    assert batch.obs.flags.c_contiguous and not np.shares_memory(batch.obs, batch.next_obs)
+    want = [ref.transitions[g] for g in batch.action[:, 0].astype(np.int64)]
+    # Channel 3k + c of an observation is channel c of its k-th frame, oldest first.
+    for w, obs, nxt in zip(want, batch.obs, batch.next_obs, strict=True):
+        ids = np.append(w["obs"], w["next_obs"][-1])
+        for k in range(STACK):
+            np.testing.assert_array_equal(obs[3 * k : 3 * k + 3], encode([ids[k]], RGB)[0])
+            np.testing.assert_array_equal(nxt[3 * k : 3 * k + 3], encode([ids[k + 1]], RGB)[0])
+    gray = ReplayBuffer(40, SHAPE, STACK, ACTION_DIM, chunk_length_hint=4)
+    with pytest.raises(ValueError, match="chunk.frames"):
+        gray.add(ref.episode_chunks()[0])
+    with pytest.raises(ValueError, match="frame_shape"):
+        ReplayBuffer(40, (2,), STACK, ACTION_DIM, chunk_length_hint=4)
+
+
+def test_bytes_per_transition_of_rgb_84x84_stack_3():
+    rb = ReplayBuffer(10_000, (3, 84, 84), 3, 3)  # np.empty: no page is touched
+    assert rb.nbytes == replay_nbytes(10_000, (3, 84, 84), 3, 3)
+    per_transition = replay_nbytes(100_000, (3, 84, 84), 3, 3) / 100_000
+    # One 3x84x84 frame per transition, plus S frames per 64-transition chunk and 34 B of
+    # per-transition arrays: against 2 * 3 * 21,168 = 127,008 B for two stacks.
+    assert 3 * 84 * 84 < per_transition < 3 * 84 * 84 * (1 + 3 / 64 + 1e-3) + 34
+
+
 def test_bytes_per_transition_at_84x84():
     rb = ReplayBuffer(10_000, (84, 84), 4, 3)
     assert rb.nbytes == replay_nbytes(10_000, (84, 84), 4, 3)
@@ -194,7 +261,7 @@ def test_bad_input_raises_value_error():
 
 
 def fill(rb: ReplayBuffer, seed: int, n: int) -> None:
-    ref = Reference(np.random.default_rng(seed), max_episode=25, max_chunk=8)
+    ref = Reference(np.random.default_rng(seed), 25, 8, rb.frame_shape)
     while len(ref.transitions) < n:
         for chunk in ref.episode_chunks():
             rb.add(chunk)
@@ -205,8 +272,9 @@ def assert_batches_equal(a: Batch, b: Batch) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def test_save_load_round_trip_gives_identical_samples(tmp_path):
-    rb = ReplayBuffer(60, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
+@pytest.mark.parametrize("frame_shape", [SHAPE, RGB], ids=["gray", "rgb"])
+def test_save_load_round_trip_gives_identical_samples(tmp_path, frame_shape):
+    rb = ReplayBuffer(60, frame_shape, STACK, ACTION_DIM, chunk_length_hint=8)
     fill(rb, seed=4, n=500)
     assert len(rb.state_dict()["frames_1"]) > 0  # the live frames wrap around the ring's end
     path = tmp_path / "replay.npz"
@@ -220,7 +288,7 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path):
         assert_batches_equal(a, b)
         np.testing.assert_array_equal(va, vb)
     # Later inserts evict the same chunks in both, so they keep sampling alike.
-    ref = Reference(np.random.default_rng(6), max_episode=25, max_chunk=8)
+    ref = Reference(np.random.default_rng(6), 25, 8, frame_shape)
     for chunk in ref.episode_chunks() + ref.episode_chunks():
         rb.add(chunk)
         loaded.add(chunk)
@@ -238,6 +306,8 @@ def test_state_dict_is_plain_arrays_and_checks_shapes(tmp_path):
     assert_batches_equal(empty.gather(np.arange(len(rb))), rb.gather(np.arange(len(rb))))
     with pytest.raises(ValueError, match="frame_shape"):
         ReplayBuffer(30, (3, 3), STACK, ACTION_DIM, chunk_length_hint=4).load_state_dict(state)
+    with pytest.raises(ValueError, match="frame_shape"):
+        ReplayBuffer(30, RGB, STACK, ACTION_DIM, chunk_length_hint=4).load_state_dict(state)
     with pytest.raises(ValueError, match="action_dim"):
         ReplayBuffer(30, SHAPE, STACK, 1, chunk_length_hint=4).load_state_dict(state)
     with pytest.raises(ValueError, match="reward"):

@@ -25,11 +25,14 @@ class CountingEnv(gym.Env):
     def _frame(self) -> np.ndarray:
         return np.full((SIDE, SIDE), 10 * self.episode + self.t, np.uint8)
 
+    def _obs(self) -> np.ndarray:
+        return np.stack(self.stack)
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.episode, self.t = self.episode + 1, 0
         self.stack = [self._frame()] * STACK
-        return np.stack(self.stack), {}
+        return self._obs(), {}
 
     def step(self, action):
         self.t += 1
@@ -37,12 +40,29 @@ class CountingEnv(gym.Env):
         kind, length = ENDS[self.episode]
         end = self.t == length
         return (
-            np.stack(self.stack),
+            self._obs(),
             float(self.t),
             end and kind == "terminated",
             end and kind == "truncated",
             {"early_stop": False},
         )
+
+
+class RgbCountingEnv(CountingEnv):
+    """CountingEnv with 3-channel frames (channel c: 10 * episode + t + 60 * c), observed as the
+    RGB wrappers stack them: (3 S, H, W), frame 0's channels first. Keeps every observation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 255, (3 * STACK, SIDE, SIDE), np.uint8)
+        self.seen: list[np.ndarray] = []
+
+    def _frame(self) -> np.ndarray:
+        return super()._frame()[None] + np.arange(0, 180, 60, dtype=np.uint8)[:, None, None]
+
+    def _obs(self) -> np.ndarray:
+        self.seen.append(np.concatenate(self.stack))
+        return self.seen[-1].copy()
 
 
 class VersionedPolicy:
@@ -60,7 +80,8 @@ def make_fake(env_name, env_cfg, seed):
 
 @pytest.fixture
 def rollout() -> Rollout:
-    return Rollout("CarRacing", EnvConfig(), RolloutConfig(chunk_length=3), 1, 0, make=make_fake)
+    cfg = EnvConfig(image_size=SIDE)
+    return Rollout("CarRacing", cfg, RolloutConfig(chunk_length=3), 1, 0, make=make_fake)
 
 
 def frame_values(chunk) -> list[int]:
@@ -111,3 +132,25 @@ def test_chunks_carry_the_oldest_acting_version_and_none_when_random(rollout):
     assert step(None) == [] and step(2) == []
     (mixed,) = step(None)  # random steps do not count: only version 2 acted
     assert mixed.weights_version == 2
+
+
+def test_rgb_frames_are_stored_once_and_stack_back_into_the_observations():
+    env = RgbCountingEnv()
+    cfg = EnvConfig(image_size=SIDE, grayscale=False)
+    rollout = Rollout(
+        "CarRacing", cfg, RolloutConfig(chunk_length=3), 1, 0, make=lambda *a, **k: env
+    )
+    chunks = []
+    for _ in range(7):  # episode 0: 7 steps, terminated
+        chunks += rollout.step(None, explore=True)[0]
+    assert [c.frames.shape for c in chunks] == [(3 + STACK, 3, SIDE, SIDE)] * 2 + [
+        (1 + STACK, 3, SIDE, SIDE)
+    ]
+    assert [int(f[1, 0, 0]) for f in chunks[2].frames] == [63, 64, 65, 66, 67]  # 60 + t
+    # The observations the env produced, rebuilt by hand from each chunk's frames.
+    transitions = [(c, t) for c in chunks for t in range(c.num_transitions)]
+    for k, (c, t) in enumerate(transitions):
+        np.testing.assert_array_equal(np.concatenate(c.frames[t : t + STACK]), env.seen[k])
+        np.testing.assert_array_equal(
+            np.concatenate(c.frames[t + 1 : t + 1 + STACK]), env.seen[k + 1]
+        )

@@ -196,3 +196,29 @@ def test_aggregate_command_rebuilds_from_run_directories(tmp_path, capsys):
     assert summary["final_mean"] == pytest.approx(-350.0)
     assert summary["final_ci95"] == [-400.0, -300.0]
     assert "scratch" in capsys.readouterr().out
+
+
+def test_a_dmc_configuration_counts_env_steps(tmp_path):
+    from distributed_sac.envs import with_env_defaults
+    from distributed_sac.presets import dmc_cpu_preset
+
+    cfg = with_env_defaults(dmc_cpu_preset())
+    assert cfg.wrappers.action_repeat == 8
+    runs = [
+        study.read_run(fake_run(tmp_path / f"s{s}", s, [(2500, 100.0 + s), (5000, 300.0 + s)], cfg))
+        for s in range(3)
+    ]
+    summary = study.aggregate(runs, "dmc-cpu")
+    assert summary["env"] == "dmc:cartpole-swingup"
+    assert summary["agent_steps"] == 5000 and summary["env_steps"] == 40_000
+    assert summary["action_repeat"] == 8
+    assert [p["env_steps"] for p in summary["points"]] == [20_000, 40_000]
+    assert summary["final_mean"] == pytest.approx(301.0)
+    assert summary["threshold"] is None
+    other = dataclasses.replace(cfg, wrappers=dataclasses.replace(cfg.wrappers, action_repeat=4))
+    mixed = runs + [study.read_run(fake_run(tmp_path / "s9", 9, [(2500, 1.0)], other))]
+    with pytest.raises(ValueError, match="mixes action repeats"):
+        study.aggregate(mixed, "dmc-cpu")
+    out = study.write([summary], tmp_path / "agg")
+    rows = list(csv.DictReader(open(out / "dmc-cpu.csv")))
+    assert [int(r["env_steps"]) for r in rows] == [20_000, 40_000]

@@ -78,7 +78,7 @@ def test_out_of_range_values_are_refused_with_flag_value_and_range(path):
     [
         ("wrappers.image_size", 100, "--wrappers.image-size 100: must be an integer in [16, 84]"),
         ("replay.demo_fraction", 1.5, "--replay.demo-fraction 1.5: must be a number in [0, 1)"),
-        ("env", "Atari", "--env 'Atari': must be one of CarRacing, VisualPendulum"),
+        ("env", "Atari", "--env 'Atari': must be CarRacing, VisualPendulum, dmc:DOMAIN-TASK or"),
         ("address", "nowhere", "--address 'nowhere': must be 'auto', host:port"),
         ("wandb_tags", ("a", ""), "--wandb-tags 'a' '': must be a list of non-empty strings"),
         (

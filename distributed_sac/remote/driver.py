@@ -23,8 +23,9 @@ import ray
 from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
 
 from distributed_sac.checkpoint import save_checkpoint
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.config import TrainConfig
 from distributed_sac.data import EvalRecord
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.progress import Progress
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
@@ -70,7 +71,7 @@ class Driver:
         self.cfg = cfg
         self.run = run
         self.obs_shape = cfg.wrappers.obs_shape
-        self.action_dim = ACTION_DIMS[cfg.env]
+        self.action_dim = env_action_dim(cfg.env)
         self.counters = {
             "worker_restarts": 0,
             "learner_restarts": 0,

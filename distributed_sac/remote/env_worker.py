@@ -21,8 +21,9 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.config import ACTION_DIMS, TrainConfig
+from distributed_sac.config import TrainConfig
 from distributed_sac.data import AddReply, WorkerStats
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import WorkerTelemetry
 from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
@@ -58,7 +59,9 @@ class EnvWorker:
         seed = worker_seed(self.cfg.seed, self.index, restarts)
         cfg = self.cfg
         self.rollout = Rollout(cfg.env, cfg.wrappers, cfg.rollout, cfg.envs_per_worker, seed)
-        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=seed)
+        self.policy = Policy(
+            cfg.wrappers.obs_shape, env_action_dim(cfg.env), cfg.agent, seed, cfg.wrappers.channels
+        )
         self.weights = WeightsClient(self.replay)
 
     def run(self, restarts: int = 0) -> int:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from distributed_sac.config import ACTION_DIMS, TRAINING_EVAL_SEED_OFFSET, TrainConfig
+from distributed_sac.config import TRAINING_EVAL_SEED_OFFSET, TrainConfig
 from distributed_sac.data import EvalRecord
+from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.evaluation import evaluate
 from distributed_sac.policy import Policy, PolicyWeights
 from distributed_sac.remote.telemetry import EvalTelemetry
@@ -20,7 +21,10 @@ class Evaluator:
         torch.set_num_threads(1)
         self.cfg = cfg
         self.telemetry = EvalTelemetry()
-        self.policy = Policy(cfg.wrappers.obs_shape, ACTION_DIMS[cfg.env], cfg.agent, seed=cfg.seed)
+        self.policy = Policy(
+            cfg.wrappers.obs_shape, env_action_dim(cfg.env), cfg.agent, cfg.seed,
+            cfg.wrappers.channels,
+        )  # fmt: skip
 
     def ready(self) -> bool:
         """Answers once the actor is placed and constructed."""

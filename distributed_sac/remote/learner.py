@@ -169,7 +169,9 @@ class Learner:
             torch.set_num_threads(
                 max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
             )
-        self.agent = SacAeAgent(obs_shape, action_dim, cfg.agent, device=device, seed=cfg.seed)
+        self.agent = SacAeAgent(
+            obs_shape, action_dim, cfg.agent, device, cfg.seed, cfg.wrappers.channels
+        )
         self.replay = replay
         self.mirror = ReplayMirror(device)
         self._lock = threading.Lock()

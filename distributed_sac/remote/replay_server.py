@@ -267,7 +267,7 @@ class ReplayServer:
         c0 = chunks[0]
         demos = ReplayBuffer(
             max(n, self.spec.batch_size),
-            c0.frames.shape[1:],
+            self.buffer.frame_shape,
             self.buffer.stack,
             c0.action.shape[1],
             chunk_length_hint=max(1, min(c.num_transitions for c in chunks)),
@@ -284,7 +284,7 @@ class ReplayServer:
     def _set_demos(self, run: ChunkRun, demos_id: str) -> None:
         demos = ReplayBuffer(
             max(run.num_transitions, self.spec.batch_size),
-            run.frames.shape[1:],
+            self.buffer.frame_shape,
             self.buffer.stack,
             run.action.shape[1],
             chunk_length_hint=max(1, int(run.lengths.min())),
