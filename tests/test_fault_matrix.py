@@ -131,7 +131,8 @@ def run_cell(tmp_path, victims: list[str], demos: str, start: str, seed: int):
         driver = Driver(cfg, plan.run, resume=True, checkpoint=plan.checkpoint)
         chunks = None  # the resumed run's replay has its own copy
     low = FIRST_SESSION + 10 if start == "resume" else 10
-    steps = sorted(rng.integers(low, TOTAL - 80, len(victims)))
+    # At least 120 steps before the end: Ray has time to report a killed worker before it.
+    steps = sorted(rng.integers(low, TOTAL - 120, len(victims)))
     killer = Killer(driver, list(zip(victims, steps, strict=True)))
     try:
         record = _train(driver, chunks, pretrain)
