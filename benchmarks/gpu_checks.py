@@ -46,7 +46,7 @@ import torch
 from benchmarks.report import write_json
 from distributed_sac import mirror as mirror_module
 from distributed_sac.config import AgentConfig, ReplayConfig
-from distributed_sac.data import Batch, Chunk, ChunkRun, FeedRequest, stacked_shape
+from distributed_sac.data import Batch, Chunk, ChunkRun, stacked_shape
 from distributed_sac.mirror import DeviceMirror
 from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.replay import ReplayBuffer, ReplaySpec
@@ -104,10 +104,8 @@ def _sync(device: torch.device) -> None:
 
 def make_mirror(rb: ReplayBuffer, device: torch.device, torch_branch: bool) -> DeviceMirror:
     """A mirror of ``rb``'s geometry; ``torch_branch`` on the CPU takes the CUDA code path."""
-    mirror = DeviceMirror(rb.geometry, device)
-    if torch_branch and device.type == "cpu":
-        mirror._cuda = True  # torch rings on the CPU: the code CUDA runs, with CPU tensors
-    return mirror
+    # Torch rings on the CPU: the code CUDA runs, with CPU tensors.
+    return DeviceMirror(rb.geometry, device, torch_rings=torch_branch or device.type == "cuda")
 
 
 def random_chunk(rng: np.random.Generator, sizes: Sizes, ends: bool = True) -> Chunk:
@@ -189,7 +187,7 @@ def check_mirror(
             mirror.layout.clear()
             sent = mirror.layout.chunks_added = rb.layout.first_seq
             resyncs += 1
-        mirror.apply(read_only(rb.run_since(sent)))
+        mirror.add_run(read_only(rb.run_since(sent)))
         sent = rb.layout.chunks_added
         applies += 1
         batch = min(sizes.batch_size, len(rb))
@@ -208,20 +206,6 @@ def check_mirror(
         "staging": _staging_stats(mirror),
         "seconds": time.perf_counter() - start,
     }
-
-
-class _CheckMirror(ReplayMirror):
-    """The learner's ``ReplayMirror``; ``torch_branch`` on the CPU takes the CUDA code path."""
-
-    def __init__(self, device: torch.device, torch_branch: bool) -> None:
-        super().__init__(device)
-        self._torch_branch = torch_branch
-
-    def _new_mirror(self, geometry) -> DeviceMirror:
-        mirror = DeviceMirror(geometry, self.device)
-        if self._torch_branch and mirror.device.type == "cpu":
-            mirror._cuda = True
-        return mirror
 
 
 def check_resync(
@@ -246,20 +230,19 @@ def check_resync(
         chunk_length=sizes.chunk_length,
         max_insert=sizes.chunk_length,
     )
-    mirror = _CheckMirror(device, torch_branch)
-    granted, bad, resets = 0, [], 0
+    mirror = ReplayMirror(device, torch_rings=torch_branch or device.type == "cuda")
+    bad, resets = [], 0
 
     def take(server: ReplayServer, updates: int = 2) -> bool:
-        nonlocal granted, resets
-        feed = server.feed(FeedRequest(mirror.state(), updates, granted))
+        nonlocal resets
+        feed = server.feed(mirror.request(updates, 0))
         feed = feed._replace(chunks=read_only(feed.chunks))  # as Ray's object store hands it
         if not mirror.follow(feed):
             bad.append("a feed did not follow")
             return False
-        granted += feed.updates
         resets += feed.reset
-        for j in range(feed.updates):
-            bad.extend(mismatches(mirror.batch(feed, j), server.buffer.gather(feed.replay_idx[j])))
+        for batch, idx in zip(mirror.batches(feed), feed.replay_idx, strict=True):
+            bad.extend(mismatches(batch, server.buffer.gather(idx)))
         return feed.reset
 
     with tempfile.TemporaryDirectory() as folder:

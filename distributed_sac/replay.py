@@ -12,10 +12,10 @@ stacked frames, against 56 KB for storing ``obs`` and ``next_obs`` (RGB 3x84x84 
 3: about 22 KB against 127 KB). A sampled stack is gathered as S frames of ``frame_shape`` and
 read as the (S * C, H, W) observation, a view of the same memory.
 
-``ring.RingLayout`` is the bookkeeping alone (where each chunk goes, which chunks are
-evicted). It depends only on the sequence of chunk lengths, so a copy fed the same chunks in the
-same order (the learner's ``mirror.DeviceMirror``) holds the same transitions at the same
-logical indices.
+The rings are a ``ring.RingStore``, whose layout (where each chunk goes, which chunks are
+evicted) depends only on the sequence of chunk lengths, so a copy fed the same chunks in the
+same order (the learner's ``mirror.DeviceMirror``, another ``RingStore``) holds the same
+transitions at the same logical indices.
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ from distributed_sac.data import (
 )
 from distributed_sac.ring import (
     TRANSITION_DTYPES,
-    RingLayout,
+    RingStore,
     frame_capacity,
     replay_nbytes,
     ring_read,
     ring_segments,
-    ring_write,
 )
 
 __all__ = ["ReplayBuffer", "frame_capacity", "mix_indices", "replay_nbytes"]
@@ -101,16 +100,14 @@ class ReplayBuffer:
         self.action_dim = int(action_dim)
         self.chunk_length_hint = int(chunk_length_hint)
         self.frame_capacity = frame_capacity(self.capacity, self.stack, self.chunk_length_hint)
-        self.layout = RingLayout(self.capacity, self.frame_capacity, self.stack)
-        # np.empty leaves pages untouched until written, so a 1M buffer costs RAM only as it fills.
-        self._frames = np.empty((self.frame_capacity, *self.frame_shape), np.uint8)
-        self._frame_idx = np.empty(self.capacity, np.int64)
-        self._action = np.empty((self.capacity, self.action_dim), np.float32)
-        self._reward = np.empty(self.capacity, np.float32)
-        self._terminated = np.empty(self.capacity, np.bool_)
-        self._truncated = np.empty(self.capacity, np.bool_)
-        self._weights_version = np.empty(self.capacity, np.int64)
-        self._offsets = np.arange(self.stack + 1)
+        fields = {
+            name: (dtype, (self.action_dim,) if name == "action" else ())
+            for name, dtype in TRANSITION_DTYPES.items()
+        }
+        self.store = RingStore(
+            self.capacity, self.frame_capacity, self.frame_shape, self.stack, fields
+        )
+        self.layout = self.store.layout
 
     def __len__(self) -> int:
         return self.layout.size
@@ -128,85 +125,58 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         """Bytes of all preallocated arrays."""
-        arrays = (self._frames, self._frame_idx, self._action, self._reward)
-        arrays += (self._terminated, self._truncated, self._weights_version)
-        return sum(a.nbytes for a in arrays)
+        return self.store.nbytes
 
     def add(self, chunk: Chunk) -> None:
         """Store a chunk, first evicting the oldest whole chunks until both rings have room."""
         validate_chunk(chunk, self.frame_shape, self.stack, self.action_dim)
-        t = chunk.num_transitions
-        version = np.full(t, chunk.weights_version, np.int64)
-        self._write(
-            chunk.frames, chunk.action, chunk.reward, chunk.terminated, chunk.truncated, version
-        )
-
-    def _write(self, frames, action, reward, terminated, truncated, version) -> None:
-        t = len(action)
-        where = self.layout.place(t)
-        ring_write(self._frames, where.frame_start, frames)
-        frame_idx = (where.frame_start + np.arange(t)) % self.frame_capacity
-        ring_write(self._frame_idx, where.trans_start, frame_idx)
-        for ring, data in (
-            (self._action, action),
-            (self._reward, reward),
-            (self._terminated, terminated),
-            (self._truncated, truncated),
-            (self._weights_version, version),
-        ):
-            ring_write(ring, where.trans_start, data)
+        fields = chunk._asdict()
+        fields["weights_version"] = np.full(chunk.num_transitions, chunk.weights_version)
+        self.store.write(chunk.frames, fields)
 
     def add_run(self, run: ChunkRun) -> None:
         """Store every chunk of ``run`` in order, exactly as ``add`` would one by one."""
-        t0 = f0 = 0
-        for t in run.lengths.tolist():
-            self._write(
-                run.frames[f0 : f0 + t + self.stack],
-                run.action[t0 : t0 + t],
-                run.reward[t0 : t0 + t],
-                run.terminated[t0 : t0 + t],
-                run.truncated[t0 : t0 + t],
-                run.weights_version[t0 : t0 + t],
-            )
-            t0, f0 = t0 + t, f0 + t + self.stack
+        self.store.write_run(run.frames, run.lengths, run._asdict())
+
+    def restart(self, next_seq: int) -> None:
+        """Empty the buffer; the next chunk added is numbered ``next_seq`` (a restore)."""
+        self.layout.clear(next_seq)
 
     def run_since(self, first_seq: int, max_transitions: int | None = None) -> ChunkRun:
         """Copies of the live chunks numbered ``first_seq`` onwards, laid end to end (all, or
         as many whole chunks as ``max_transitions`` holds, at least one)."""
         t_start, n, f_start, nf, lengths = self.layout.span(first_seq, max_transitions)
+        fields = self.store.fields
         return ChunkRun(
-            frames=ring_read(self._frames, f_start, nf),
-            action=ring_read(self._action, t_start, n),
-            reward=ring_read(self._reward, t_start, n),
-            terminated=ring_read(self._terminated, t_start, n),
-            truncated=ring_read(self._truncated, t_start, n),
-            weights_version=ring_read(self._weights_version, t_start, n),
+            frames=ring_read(self.store.frames, f_start, nf),
             lengths=np.asarray(lengths, np.int64),
+            **{name: ring_read(fields[name], t_start, n) for name in TRANSITION_DTYPES},
         )
 
     def gather(self, idx: np.ndarray) -> Batch:
         """Transitions at logical indices ``idx`` (0 is the oldest stored) as a Batch."""
         pos = self.layout.positions(idx)
-        b = len(pos)
-        stacks = (self._frame_idx[pos][:, None] + self._offsets) % self.frame_capacity
+        slots = self.store.stack_slots(pos)
+        b, fields = len(pos), self.store.fields
         # One fancy-index fills obs then next_obs, each a contiguous (B, S, *frame_shape) block,
-        # read as (B, S * C, H, W) without a copy. Gathering the S + 1 distinct frames and
-        # copying out the two overlapping views measured ~6 ms against ~0.6 ms here (batch 128
-        # at 84x84x4); returning the views would alias them.
-        frames = self._frames[np.concatenate([stacks[:, :-1], stacks[:, 1:]])]
+        # read as (B, S * C, H, W) without a copy. Gathering the S + 1 distinct frames once
+        # (``RingStore.gather``, the mirror's way) and copying out the two overlapping views
+        # measured ~6 ms against ~0.6 ms here (batch 128 at 84x84x4); returning the views
+        # would alias them.
+        frames = self.store.frames[np.concatenate([slots[:, :-1], slots[:, 1:]])]
         frames = frames.reshape(2 * b, *self.obs_shape)
         return Batch(
             obs=frames[:b],
-            action=self._action[pos],
-            reward=self._reward[pos],
+            action=fields["action"][pos],
+            reward=fields["reward"][pos],
             next_obs=frames[b:],
-            terminated=self._terminated[pos],
-            truncated=self._truncated[pos],
+            terminated=fields["terminated"][pos],
+            truncated=fields["truncated"][pos],
         )
 
     def weights_versions(self, idx: np.ndarray) -> np.ndarray:
         """Policy weights version (-1: random exploration) of the transitions at ``idx``."""
-        return self._weights_version[self.layout.positions(idx)]
+        return self.store.fields["weights_version"][self.layout.positions(idx)]
 
     def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """Logical indices of a uniform sample (with replacement) of stored transitions."""
@@ -237,10 +207,10 @@ class ReplayBuffer:
         layout = self.layout
         state = {key: np.asarray(getattr(self, key), np.int64) for key in _META_KEYS}
         state["chunk_lengths"] = np.asarray(layout.lengths, np.int64)
-        frames = ring_segments(self._frames, layout.frame_tail, layout.num_frames)
+        frames = ring_segments(self.store.frames, layout.frame_tail, layout.num_frames)
         state["frames_0"], state["frames_1"] = frames
         for name in TRANSITION_DTYPES:
-            state[name] = ring_read(getattr(self, f"_{name}"), layout.trans_tail, layout.size)
+            state[name] = ring_read(self.store.fields[name], layout.trans_tail, layout.size)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -284,13 +254,11 @@ class ReplayBuffer:
             total_added=int(state["total_added"]),
         )
 
-    def load_run(self, run: ChunkRun, total_added: int, chunks_added: int | None = None) -> None:
+    def load_run(self, run: ChunkRun, total_added: int) -> None:
         """Replace the contents with ``run`` (live chunks, oldest first) and the counters."""
         self.layout.clear()
         self.add_run(run)
         self.layout.total_added = int(total_added)
-        if chunks_added is not None:
-            self.layout.chunks_added = int(chunks_added)
 
     def save(self, path: str | Path) -> None:
         """Write ``state_dict`` atomically: a temp file in the same folder, fsync, os.replace."""

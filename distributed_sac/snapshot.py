@@ -141,8 +141,7 @@ def restore_snapshot(folder: str | Path, buffer: ReplayBuffer) -> dict | None:
     if manifest is None:
         return _legacy(Path(folder), buffer)
     first_live = int(manifest["first_live_seq"])
-    buffer.layout.clear()
-    buffer.layout.chunks_added = first_live
+    buffer.restart(first_live)
     try:
         for name, first, end in manifest["parts"]:
             with np.load(Path(folder) / name, allow_pickle=False) as npz:

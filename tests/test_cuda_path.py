@@ -196,7 +196,7 @@ def _filled_replay(seed: int = 0) -> ReplayBuffer:
 def test_mirror_takes_read_only_feeds_on_both_branches(strict_warnings, torch_branch) -> None:
     rb = _filled_replay()
     mirror = gpu_checks.make_mirror(rb, torch.device("cpu"), torch_branch)
-    mirror.apply(gpu_checks.read_only(rb.run_since(rb.layout.first_seq)))
+    mirror.add_run(gpu_checks.read_only(rb.run_since(rb.layout.first_seq)))
     idx = read_only(np.random.default_rng(1).integers(0, len(rb), 32))
     assert gpu_checks.mismatches(mirror.gather(idx), rb.gather(idx)) == []
 

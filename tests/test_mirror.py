@@ -44,8 +44,7 @@ def test_mirror_follows_inserts_and_evictions_exactly(
     max_episode, max_chunk, frame_shape, torch_branch
 ):
     rb = ReplayBuffer(50, frame_shape, STACK, ACTION_DIM, chunk_length_hint=8)
-    mirror = DeviceMirror(rb.geometry)
-    mirror._cuda = torch_branch  # on the CPU: the CUDA code (torch rings, staged uploads)
+    mirror = DeviceMirror(rb.geometry, torch_rings=torch_branch)  # torch: the CUDA code path
     ref = Reference(np.random.default_rng(max_episode), max_episode, max_chunk, frame_shape)
     rng = np.random.default_rng(0)
     sent = 0
@@ -54,9 +53,9 @@ def test_mirror_follows_inserts_and_evictions_exactly(
             rb.add(chunk)
         if rng.uniform() < 0.5:  # the learner hears of several episodes' chunks at once
             if sent < rb.layout.first_seq:  # fell a whole buffer behind: start over
-                mirror.layout.clear()
-                sent = mirror.layout.chunks_added = rb.layout.first_seq
-            mirror.apply(rb.run_since(sent))
+                sent = rb.layout.first_seq
+                mirror.restart(sent)
+            mirror.add_run(rb.run_since(sent))
             sent = rb.layout.chunks_added
             idx = np.arange(len(rb))
             assert len(mirror) == len(rb)
@@ -77,36 +76,24 @@ def _spec(frame_shape: tuple[int, ...] = SHAPE, **replay) -> ReplaySpec:
     )
 
 
-class Learnerish:
-    """The learner's side of the protocol, as ``Learner._loop`` runs it: the production
-    ``ReplayMirror`` follows each feed, each request states it and the granted count."""
+def follow(learner: ReplayMirror, server: ReplayServer, feed, pretrain: bool = False) -> list:
+    """The learner's ``ReplayMirror.follow`` and ``batches`` (the production code its update
+    loop runs), each batch checked against the replay's own data."""
+    if not learner.follow(feed, pretrain):
+        return []
+    batches, d = list(learner.batches(feed)), feed.demo_idx.shape[1]
+    for j, batch in enumerate(batches):
+        if d:
+            assert_same(_rows(batch, 0, d), server.demos.gather(feed.demo_idx[j]))
+        if feed.replay_idx.shape[1]:
+            assert_same(_rows(batch, d, None), server.buffer.gather(feed.replay_idx[j]))
+    return batches
 
-    def __init__(self, granted: int = 0) -> None:
-        self.mirror = ReplayMirror()
-        self.granted = granted
 
-    def request(self, updates: int, pretrain: bool = False, version: int = 0) -> FeedRequest:
-        return FeedRequest(self.mirror.state(), updates, self.granted, version, pretrain)
-
-    def follow(self, server: ReplayServer, feed, pretrain: bool = False) -> list:
-        """Follow ``feed`` and gather its batches, checked against the replay's own data."""
-        if not self.mirror.follow(feed):
-            return []
-        if not pretrain:
-            self.granted += feed.updates
-        batches, d = [], feed.demo_idx.shape[1]
-        for j in range(feed.updates):
-            batch = self.mirror.batch(feed, j)
-            if d:
-                assert_same(_rows(batch, 0, d), server.demos.gather(feed.demo_idx[j]))
-            if feed.replay_idx.shape[1]:
-                assert_same(_rows(batch, d, None), server.buffer.gather(feed.replay_idx[j]))
-            batches.append(batch)
-        return batches
-
-    def take(self, server: ReplayServer, updates: int, pretrain: bool = False) -> list:
-        feed = server.feed(self.request(updates, pretrain))
-        return self.follow(server, feed, pretrain), feed
+def take(learner: ReplayMirror, server: ReplayServer, updates: int, pretrain: bool = False):
+    """One round trip as the learner makes it: its request, the replay's feed, followed."""
+    feed = server.feed(learner.request(updates, 0, pretrain))
+    return follow(learner, server, feed, pretrain), feed
 
 
 def _rows(batch, start, stop):
@@ -127,33 +114,33 @@ def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
 def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path):
     server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(1), max_episode=30, max_chunk=8)
-    learner = Learnerish()
+    learner = ReplayMirror()
     _add_episodes(server, ref, 3)
-    batches, feed = learner.take(server, 5)
-    assert feed.reset and len(batches) == 5 and len(learner.mirror.replay) == len(server.buffer)
+    batches, feed = take(learner, server, 5)
+    assert feed.reset and len(batches) == 5 and len(learner.replay) == len(server.buffer)
     new = _add_episodes(server, ref, 1)
-    _, feed = learner.take(server, 3)
+    _, feed = take(learner, server, 3)
     assert not feed.reset and len(feed.chunks.lengths) == new  # only the new episode's chunks
     # A learner restarted by Ray is a new client: it gets everything.
-    restarted = Learnerish()
-    _, feed = restarted.take(server, 2)
+    restarted = ReplayMirror()
+    _, feed = take(restarted, server, 2)
     assert feed.reset and feed.chunks.num_transitions == len(server.buffer)
     # The replay keeps no per-client state: the first learner still gets just what it lacks.
     new = _add_episodes(server, ref, 1)
-    _, feed = learner.take(server, 2)
+    _, feed = take(learner, server, 2)
     assert not feed.reset and len(feed.chunks.lengths) == new
-    assert len(learner.mirror.replay) == len(server.buffer)
+    assert len(learner.replay) == len(server.buffer)
     # Falling more than a whole buffer behind also means a full resync.
     _add_episodes(server, ref, 12)
-    _, feed = learner.take(server, 2)
+    _, feed = take(learner, server, 2)
     assert feed.reset
     # A replay restarted from its snapshot resyncs the learner that knew the old one.
     server.snapshot()
     back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     assert back.state() == server.state() and len(back.buffer) == len(server.buffer)
     assert back.lineage != server.lineage
-    _, feed = learner.take(back, 2)
-    assert feed.reset and len(learner.mirror.replay) == len(back.buffer)
+    _, feed = take(learner, back, 2)
+    assert feed.reset and len(learner.replay) == len(back.buffer)
 
 
 def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
@@ -162,27 +149,27 @@ def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
     server = ReplayServer(spec)
     ref = Reference(np.random.default_rng(6), max_episode=30, max_chunk=8)
     server.load_demos([c for _ in range(2) for c in ref.episode_chunks()])
-    learner = Learnerish()
+    learner = ReplayMirror()
     # Dropped: the answer to the first request (demos and the whole buffer) is never followed,
     # as when pretraining ended with a feed in flight. Nothing counts it as delivered.
     _add_episodes(server, ref, 3)
-    server.feed(learner.request(4, pretrain=True))
-    batches, feed = learner.take(server, 3)
+    server.feed(learner.request(4, 0, pretrain=True))
+    batches, feed = take(learner, server, 3)
     assert feed.reset and feed.demos is not None and len(batches) == 3
     assert feed.demo_idx.shape == (3, 2)
     # Repeated: the same request answered twice; the second answer does not follow the mirror
     # once the first is followed, and is skipped; the next request gets what is missing.
     _add_episodes(server, ref, 1)
-    request = learner.request(2)
+    request = learner.request(2, 0)
     first, second = server.feed(request), server.feed(request)
-    assert len(learner.follow(server, first)) == 2
-    assert learner.follow(server, second) == []  # its chunks are the mirror's already
+    assert len(follow(learner, server, first)) == 2
+    assert follow(learner, server, second) == []  # its chunks are the mirror's already
     _add_episodes(server, ref, 1)
-    _, feed = learner.take(server, 2)
-    assert len(learner.mirror.replay) == len(server.buffer) and feed.demos is None
+    _, feed = take(learner, server, 2)
+    assert len(learner.replay) == len(server.buffer) and feed.demos is None
     assert server.limiter.samples == learner.granted == 3 + 2 + 2  # the skipped one is not
     # Retried (the replay restarted with the call in flight): answered anew from the request.
-    assert server.feed(learner.request(1)).first_seq == server.buffer.layout.chunks_added
+    assert server.feed(learner.request(1, 0)).first_seq == server.buffer.layout.chunks_added
 
 
 def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
@@ -192,11 +179,11 @@ def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
     ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=30)
     demos = [c for _ in range(3) for c in ref.episode_chunks()]
     assert server.load_demos(demos) == sum(c.num_transitions for c in demos)
-    learner = Learnerish()
-    batches, feed = learner.take(server, 4, pretrain=True)
+    learner = ReplayMirror()
+    batches, feed = take(learner, server, 4, pretrain=True)
     assert feed.demo_idx.shape == (4, 8) and feed.replay_idx.shape == (4, 0) and len(batches) == 4
     _add_episodes(server, ref, 4)
-    batches, feed = learner.take(server, 3)
+    batches, feed = take(learner, server, 3)
     assert feed.demo_idx.shape == (3, 2) and feed.replay_idx.shape == (3, 6)  # round(0.25 * 8)
     assert all(b.obs.shape == (8, STACK, *SHAPE) for b in batches)
 
@@ -229,7 +216,7 @@ def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread, gray
             )
         )
     mirror = DeviceMirror(rb.geometry)
-    mirror.apply(rb.run_since(rb.layout.first_seq))
+    mirror.add_run(rb.run_since(rb.layout.first_seq))
     a, b = (SacAeAgent(shape, 1, agent_cfg, seed=3, channels=env.channels) for _ in range(2))
     for _ in range(3):
         idx = rb.sample_indices(CFG.agent.batch_size, rng)
@@ -267,13 +254,13 @@ def test_rgb_feeds_demos_and_snapshots_round_trip(tmp_path):
     ref = Reference(np.random.default_rng(11), max_episode=30, max_chunk=8, frame_shape=RGB)
     server.load_demos([c for _ in range(2) for c in ref.episode_chunks()])
     _add_episodes(server, ref, 6)  # wraps the 60-transition ring
-    learner = Learnerish()
-    batches, feed = learner.take(server, 3)  # each batch checked against the replay's own
+    learner = ReplayMirror()
+    batches, feed = take(learner, server, 3)  # each batch checked against the replay's own
     assert feed.reset and len(batches) == 3 and feed.demo_idx.shape == (3, 2)
     assert all(b.obs.shape == (8, 3 * STACK, *RGB[1:]) for b in batches)
     _add_episodes(server, ref, 1)
-    _, feed = learner.take(server, 2)
-    assert not feed.reset and len(learner.mirror.replay) == len(server.buffer)
+    _, feed = take(learner, server, 2)
+    assert not feed.reset and len(learner.replay) == len(server.buffer)
     server.snapshot()
     back = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
     for restored, saved in ((back.buffer, server.buffer), (back.demos, server.demos)):
@@ -281,8 +268,8 @@ def test_rgb_feeds_demos_and_snapshots_round_trip(tmp_path):
         assert len(restored) == len(saved)
         for x, y in zip(restored.gather(idx), saved.gather(idx), strict=True):
             np.testing.assert_array_equal(x, y)
-    _, feed = learner.take(back, 2)
-    assert feed.reset and len(learner.mirror.replay) == len(back.buffer)
+    _, feed = take(learner, back, 2)
+    assert feed.reset and len(learner.replay) == len(back.buffer)
     gray = ReplayBuffer(60, SHAPE, STACK, ACTION_DIM, chunk_length_hint=8)
     with pytest.raises(SnapshotError, match=r"frames of shape \(3, 2, 2\)"):
         restore_snapshot(tmp_path / "replay", gray)
@@ -292,21 +279,21 @@ def test_every_request_sets_the_ratio_count_to_the_learners(tmp_path):
     server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=8)
     _add_episodes(server, ref, 4)
-    learner = Learnerish()
-    learner.take(server, 30)
+    learner = ReplayMirror()
+    take(learner, server, 30)
     assert server.limiter.samples == learner.granted == 30
     server.snapshot()  # counts 30 granted
-    learner.take(server, 30)
+    take(learner, server, 30)
     assert server.limiter.samples == learner.granted == 60
     # A learner restarted from a checkpoint made 25 of those updates: the rest is granted again.
-    restarted = Learnerish(granted=25)
-    restarted.take(server, 10)
+    restarted = ReplayMirror(granted=25)
+    take(restarted, server, 10)
     assert server.limiter.samples == 35
     # A replay restored from the older snapshot takes the count of the learner it meets,
     # the feed that learner holds included: nothing is granted twice.
     back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     assert back.limiter.samples == 30
-    restarted.take(back, 5)
+    take(restarted, back, 5)
     assert back.limiter.samples == restarted.granted == 40
 
 
@@ -316,10 +303,10 @@ def test_sample_age_counts_in_weights_versions_and_is_never_negative():
     for _ in range(4):  # acted by weights after 1,000 pretraining updates
         for chunk in ref.episode_chunks():
             server.add(0, [chunk._replace(weights_version=1000)], [])
-    server.feed(FeedRequest(Learnerish().mirror.state(), 4, 0, version=1010))
+    server.feed(FeedRequest(ReplayMirror().state(), 4, 0, version=1010))
     assert server.stats().sample_age == 10.0
     # A learner restarted from an older checkpoint counts from below the data's version.
-    server.feed(FeedRequest(Learnerish().mirror.state(), 4, 4, version=900))
+    server.feed(FeedRequest(ReplayMirror().state(), 4, 4, version=900))
     assert server._sample_ages[-1] == 0.0
 
 
@@ -356,17 +343,17 @@ def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_r
     server = ReplayServer(spec)
     server.feed_wait_s = 0.0
     ref = Reference(np.random.default_rng(5), max_episode=8, max_chunk=8)
-    learner = Learnerish()
+    learner = ReplayMirror()
     done = False
     while not done:
         chunks = ref.episode_chunks()
         reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)])
-        _, learner_feed = learner.take(server, 100)
+        _, learner_feed = take(learner, server, 100)
         done = reply.done
     assert server.agent_steps == server.buffer.total_added == 45
     server.close()
     while not learner_feed.done:
-        _, learner_feed = learner.take(server, 100)
+        _, learner_feed = take(learner, server, 100)
     assert server.limiter.samples == 45 - 20  # ratio 1 after min_size 20
 
 
@@ -425,19 +412,19 @@ def test_demonstrations_survive_a_replay_restart(tmp_path):
     ref = Reference(np.random.default_rng(9), max_episode=30, max_chunk=30)
     server.load_demos([c for _ in range(3) for c in ref.episode_chunks()])
     _add_episodes(server, ref, 4)
-    learner = Learnerish()
-    learner.take(server, 2)
+    learner = ReplayMirror()
+    take(learner, server, 2)
     server.snapshot()
     back = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
     assert back.demos_id == server.demos_id and len(back.demos) == len(server.demos)
     idx = np.arange(len(server.demos))
     for x, y in zip(back.demos.gather(idx), server.demos.gather(idx), strict=True):
         np.testing.assert_array_equal(x, y)
-    _, feed = learner.take(back, 3)  # the mirror holds these demos: not sent again
+    _, feed = take(learner, back, 3)  # the mirror holds these demos: not sent again
     assert feed.reset and feed.demos is None and feed.demo_idx.shape == (3, 2)
-    _, feed = Learnerish().take(back, 3)  # a new learner gets them, and pretraining works
+    _, feed = take(ReplayMirror(), back, 3)  # a new learner gets them, and pretraining works
     assert feed.demos is not None
-    assert back.feed(Learnerish().request(2, pretrain=True)).demo_idx.shape == (2, 8)
+    assert back.feed(ReplayMirror().request(2, 0, pretrain=True)).demo_idx.shape == (2, 8)
     back.stats()
     assert back.stats().demo_fraction_held == 0.25
 

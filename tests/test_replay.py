@@ -188,7 +188,7 @@ def test_rgb_frames_are_stored_once_and_gathered_as_channel_stacks():
     while len(ref.transitions) < 200:
         for chunk in ref.episode_chunks():
             rb.add(chunk)
-    assert rb._frames.shape == (rb.frame_capacity, *RGB)  # one frame slot per transition
+    assert rb.store.frames.shape == (rb.frame_capacity, *RGB)  # one frame slot per transition
     assert rb.obs_shape == (3 * STACK, 2, 2)
     n = len(rb)
     batch = rb.sample(n, np.random.default_rng(2))

@@ -174,13 +174,12 @@ class Learner:
         )
         self.replay = replay
         self.mirror = ReplayMirror(device)
+        """The replay as this learner holds it, and the updates it was granted (the feed
+        protocol's learner side, without Ray)."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._weights: tuple[int, ray.ObjectRef | None] = (-1, None)
         self._published_at = 0.0
-        self.granted = 0
-        """Updates the replay's rate limiter granted this learner in the feeds it followed
-        (made, or being made; not pretraining): every feed request states it."""
         self._publish_times: deque[tuple[int, float]] = deque(maxlen=8)
         self._times_lock = threading.Lock()  # the publisher appends, ``stats`` reads
         self.metrics = MetricsWindow()
@@ -239,12 +238,12 @@ class Learner:
     # -- the update loop ----------------------------------------------------------------------
 
     def _train(self, feed: Feed, max_updates: int | None) -> None:
-        for j in range(feed.updates):
+        for batch in self.mirror.batches(feed):
             if self._stop.is_set() or (
                 max_updates is not None and self.agent.num_updates >= max_updates
             ):
                 return
-            self._update(self.mirror.batch(feed, j), num_demo=feed.demo_idx.shape[1])
+            self._update(batch, num_demo=feed.demo_idx.shape[1])
 
     def _update(self, batch, num_demo: int = 0) -> None:
         t0 = time.monotonic()
@@ -270,9 +269,7 @@ class Learner:
                 self.telemetry.temperature(means["alpha"])
 
     def _request(self, updates: int, pretrain: bool = False) -> FeedRequest:
-        return FeedRequest(
-            self.mirror.state(), updates, self.granted, self.agent.num_updates, pretrain
-        )
+        return self.mirror.request(updates, self.agent.num_updates, pretrain)
 
     def _loop(self, replay, updates, max_updates: int | None, pretrain: bool = False) -> None:
         """Follow feeds and train on them until the replay says done, ``stop()`` or
@@ -294,11 +291,9 @@ class Learner:
             pending = None
             if feed.done or (max_updates is not None and self.agent.num_updates >= max_updates):
                 break
-            followed = self.mirror.follow(feed)
-            in_hand = feed.updates if followed else 0
-            if not pretrain:
-                self.granted += in_hand  # stated by the next request, sent before training
-            ask = updates(in_hand)
+            # Counted as granted at once: the next request, sent before training, states it.
+            followed = self.mirror.follow(feed, pretrain)
+            ask = updates(feed.updates if followed else 0)
             if ask > 0:
                 pending = replay.feed.remote(self._request(ask, pretrain))
             if followed:
@@ -349,7 +344,7 @@ class Learner:
         limiter granted (the rest were pretraining on demonstrations); by default all."""
         with self._lock:
             self.agent.load_state_dict(state)
-            self.granted = self.agent.num_updates if granted is None else granted
+            self.mirror.granted = self.agent.num_updates if granted is None else granted
         self.publish(wait=True)
         return self.agent.num_updates
 
