@@ -14,7 +14,7 @@ from typing import Any
 from distributed_sac import __version__
 from distributed_sac.atomic import atomic_write
 from distributed_sac.checkpoint import latest_intact_checkpoint, load_checkpoint
-from distributed_sac.config import TrainConfig
+from distributed_sac.config import RETIRED_FIELDS, TrainConfig
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -35,19 +35,25 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild the dataclass tree (fields added since take their defaults); unknown keys are an
-    error, not a guess. JSON lists become the tuples the config holds."""
+    """Rebuild the dataclass tree (fields added since take their defaults, fields retired since
+    are dropped: `config.RETIRED_FIELDS`); other unknown keys are an error, not a guess. JSON
+    lists become the tuples the config holds."""
     hints = typing.get_type_hints(TrainConfig)
     try:
-        kwargs = {k: _field(hints.get(k), v) for k, v in data.items() if k != META}
+        kwargs = {k: _field(hints.get(k), v, k) for k, v in _current(data).items() if k != META}
         return TrainConfig(**kwargs)
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, AttributeError) as exc:
         raise RunDirError(f"{CONFIG} does not match this version's config: {exc}") from None
 
 
-def _field(hint: Any, value: Any) -> Any:
+def _current(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` without the retired fields of the section at ``prefix``."""
+    return {k: v for k, v in data.items() if prefix + k not in RETIRED_FIELDS}
+
+
+def _field(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return hint(**value)
+        return hint(**_current(value, f"{path}."))
     return tuple(value) if isinstance(value, list) else value
 
 
