@@ -25,12 +25,14 @@ import tyro
 
 from distributed_sac import __version__
 from distributed_sac.config import RULES, TrainConfig, field_value, flag, validate
-from distributed_sac.presets import PRESETS
+from distributed_sac.presets import PRESETS, describe
 
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 # `python launch.py ...` or the installed console script `distributed-sac ...`.
 PROG = "distributed-sac" if os.path.basename(sys.argv[0]) == "distributed-sac" else "launch.py"
+PresetName = Literal[tuple(PRESETS)]
+"""The names of the preset registry (distributed_sac/presets.py), the choices of --preset."""
 
 
 @dataclass
@@ -40,10 +42,9 @@ class TrainCommand:
     config: Annotated[TrainConfig, tyro.conf.arg(name="", prefix_name=False)] = field(
         default_factory=TrainConfig
     )
-    preset: Literal["full", "tiny", "pendulum-cpu", "carracing-cpu", "dmc-cpu"] = "full"
-    """Defaults to start from: full (docs/design.md), tiny (smoke runs), pendulum-cpu,
-    carracing-cpu or dmc-cpu (VisualPendulum, CarRacing or a DeepMind Control Suite task sized
-    for 2 CPU cores)."""
+    preset: Annotated[PresetName, tyro.conf.arg(help=f"Defaults to start from: {describe()}")] = (
+        "full"
+    )
     from_config: Annotated[str | None, tyro.conf.arg(name="config")] = None
     """Start a new run from this config.json (another run's); flags given override it."""
     resume: str | None = None

@@ -6,11 +6,12 @@ for the learner, ...). Docstrings under fields become ``--help`` text.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from distributed_sac.rules import Choice, Num, Text
+from distributed_sac.rules import Choice, Num, Rule, Text
 
 EnvName = Literal["CarRacing", "VisualPendulum"]
 ENV_NAMES: tuple[EnvName, ...] = get_args(EnvName)
@@ -39,35 +40,65 @@ SOLVED_EPISODES = 100
 """Episodes the solved criterion averages over."""
 
 
+# Validation: every field declares its rule beside its docstring (`rule(default, ...)`), checked
+# before Ray or torch is imported. make_env runs the `wrappers.*` rules too, so the environments
+# and the command line share one bound.
+
+IMAGE_SIZE_RANGE = (16, 84)
+"""Observation sides the pipeline supports: CarRacing's crop is 84 (area resize only shrinks),
+and below 16 pixels no encoder layer fits."""
+RULE = "rule"
+"""The key of a config field's metadata that holds its rule."""
+
+
+def rule(default: Any, check: Rule) -> Any:
+    """A config field with its default and the rule `validate` checks it against."""
+    return field(default=default, metadata={RULE: check})
+
+
+def _max_conv_layers(cfg: TrainConfig) -> int:
+    # networks.conv_output_size(size, n) = (size - 3) // 2 + 1 - 2 (n - 1) must stay >= 1.
+    return ((cfg.wrappers.image_size - 3) // 2) // 2 + 1
+
+
+_BOOL = Choice((False, True))
+_POS_INT, _POS_FLOAT = Num(int, 1), Num(float, 0, lo_open=True)
+_BATCH = ("--agent.batch-size", lambda c: c.agent.batch_size)
+_CAPACITY = ("--replay.capacity", lambda c: c.replay.capacity)
+_IMAGE = ("--wrappers.image-size", lambda c: c.wrappers.image_size)
+_CONV_FIT = ("most that fit the image size", _max_conv_layers)
+_LOG_STD_MAX = ("--agent.log-std-max", lambda c: c.agent.log_std_max)
+
+
 @dataclass(frozen=True)
 class EnvConfig:
-    """Observation pipeline of the pixel environments (docs/design.md, Environments)."""
+    """Observation pipeline of the pixel environments (docs/design.md, Observations)."""
 
-    image_size: int = 84
+    image_size: int = rule(84, Num(int, *IMAGE_SIZE_RANGE))
     """Side of the square observation, 16 to 84; 84 as in docs/design.md (Observations),
     smaller only for small runs."""
-    frame_stack: int = 4
+    frame_stack: int = rule(4, Num(int, 1, 16))
     """Frames stacked channels-first in each observation; --env dmc:... takes 3 (the
     PlaNet-benchmark protocol) unless given."""
-    action_repeat: int = 3
+    action_repeat: int = rule(3, _POS_INT)
     """Env frames per agent step; rewards are summed over the repeat. --env dmc:... takes the
     task's (cartpole 8, finger 2, walker 2, others 4) and gym:... takes 1, unless given."""
-    grayscale: bool = True
+    grayscale: bool = rule(True, _BOOL)
     """Observe luma frames (one channel each); false keeps RGB (three channels per frame).
     --env dmc:... takes RGB (as the papers do) unless given, every other env grayscale."""
-    camera: int | None = None
+    camera: int | None = rule(None, Num(int, 0, optional=True))
     """dmc: camera the frames are rendered from; None takes the papers' (quadruped 2, else 0)."""
-    pendulum_crop: int = 500
+    pendulum_crop: int = rule(500, Num(int, _IMAGE, PENDULUM_RENDER_SIZE))
     """VisualPendulum: side of the centred square cut from the 500x500 render before resizing;
-    500 keeps the whole frame (docs/design.md, Environments), 260 keeps only the pendulum's
+    500 keeps the whole frame (docs/design.md, VisualPendulum), 260 keeps only the pendulum's
     reach (rod, tip, arrow)."""
-    fast_render: bool = True
+    fast_render: bool = rule(True, _BOOL)
     """CarRacing: render only observed frames with vectorized culling (byte-identical)."""
-    early_stop_window: int = 100
+    early_stop_window: int = rule(100, _POS_INT)
     """CarRacing: agent steps in the window of the early-termination rule."""
-    early_stop_threshold: float = -30.0
+    early_stop_threshold: float = rule(-30.0, Num(float))
     """CarRacing: terminate when the window's reward sum drops below this."""
-    early_stop_penalty: float = -10.0
+    early_stop_penalty: float = rule(-10.0, Num(float))
     """CarRacing: extra reward added on early termination."""
 
     @property
@@ -90,60 +121,62 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """SAC-AE networks, losses and optimisation (docs/design.md, The agent)."""
+    """SAC-AE networks, losses and optimisation (docs/design.md, Algorithm)."""
 
-    num_conv_layers: int = 4
+    num_conv_layers: int = rule(4, Num(int, 1, _CONV_FIT))
     """Conv layers in the encoder (3x3, first stride 2)."""
-    num_filters: int = 32
+    num_filters: int = rule(32, _POS_INT)
     """Filters per conv layer."""
-    latent_dim: int = 64
+    latent_dim: int = rule(64, _POS_INT)
     """Encoder output size after linear + LayerNorm."""
-    hidden_dim: int = 1024
+    hidden_dim: int = rule(1024, _POS_INT)
     """Hidden units of the actor and critic MLPs."""
-    batch_size: int = 128
+    batch_size: int = rule(128, Num(int, 1, _CAPACITY))
     """Transitions per learner update."""
-    gamma: float = 0.99
+    gamma: float = rule(0.99, Num(float, 0, 1))
     """Discount factor."""
-    tau: float = 0.0075
+    tau: float = rule(0.0075, Num(float, 0, 1, lo_open=True))
     """Soft-update rate of the target critic and target encoder."""
-    target_update_every: int = 2
+    target_update_every: int = rule(2, _POS_INT)
     """Learner updates between target soft updates."""
-    actor_update_every: int = 2
+    actor_update_every: int = rule(2, _POS_INT)
     """Learner updates between actor (and temperature) updates."""
-    actor_lr: float = 3e-4
+    actor_lr: float = rule(3e-4, _POS_FLOAT)
     """Actor learning rate."""
-    critic_lr: float = 3e-4
+    critic_lr: float = rule(3e-4, _POS_FLOAT)
     """Critic (Q heads) learning rate."""
-    encoder_lr: float = 5e-4
+    encoder_lr: float = rule(5e-4, _POS_FLOAT)
     """Encoder learning rate (reconstruction loss)."""
-    decoder_lr: float = 1e-3
+    decoder_lr: float = rule(1e-3, _POS_FLOAT)
     """Decoder learning rate."""
-    alpha_lr: float = 1e-4
+    alpha_lr: float = rule(1e-4, _POS_FLOAT)
     """Entropy temperature learning rate."""
-    init_alpha: float = 0.5
+    init_alpha: float = rule(0.5, _POS_FLOAT)
     """Initial entropy temperature."""
-    log_std_min: float = -20.0
+    log_std_min: float = rule(-20.0, Num(float, None, _LOG_STD_MAX, hi_open=True))
     """Lower clamp of the actor's log standard deviation."""
-    log_std_max: float = 2.0
+    log_std_max: float = rule(2.0, Num(float))
     """Upper clamp of the actor's log standard deviation."""
-    latent_l2: float = 1e-6
+    latent_l2: float = rule(1e-6, Num(float, 0))
     """L2 penalty on the latent vector in the reconstruction loss (SAC-AE, Yarats et al. 2019)."""
-    decoder_weight_decay: float = 1e-7
+    decoder_weight_decay: float = rule(1e-7, Num(float, 0))
     """Weight decay of the decoder (SAC-AE)."""
-    forward_loss_weight: float = 0.0
+    forward_loss_weight: float = rule(0.0, Num(float, 0))
     """Weight of an auxiliary latent forward model (predicts the target encoder's next latent from
     latent and action, cosine loss, trained with the autoencoder); 0 is plain SAC-AE."""
-    bc_weight: float = 0.0
+    bc_weight: float = rule(0.0, Num(float, 0))
     """Weight of a behaviour-cloning term in the actor loss on the demonstration rows of each
     batch (squared error of tanh(mu) against the demonstrated action, TD3+BC); 0 is plain
     SAC-AE, and without --demos it has no effect."""
-    frame_diff: bool = False
+    frame_diff: bool = rule(False, _BOOL)
     """Encoder input: the newest frame and the consecutive frame differences, not the raw stack."""
-    augment_pad: int = 4
+    augment_pad: int = rule(4, Num(int, 0, _IMAGE))
     """Random-shift augmentation padding in pixels (DrQ); 0 disables it."""
-    fast_path: bool = True
-    """Fused update: one encoder pass shared by critic and actor, channels-last, AMP on CUDA."""
-    compile: bool = False
+    fast_path: bool = rule(True, _BOOL)
+    """Fused update: one encoder pass shared by critic and actor, channels-last, fused Adam, and
+    bf16 autocast of the conv stacks and the decoder where the device has bf16 matrix hardware
+    (docs/design.md, Fast path)."""
+    compile: bool = rule(False, _BOOL)
     """torch.compile the networks (useful on GPU; slow to warm up)."""
 
 
@@ -151,15 +184,15 @@ class AgentConfig:
 class ReplayConfig:
     """The frame-deduplicated replay buffer and its rate limiter."""
 
-    capacity: int = 100_000
+    capacity: int = rule(100_000, _POS_INT)
     """Transitions kept; each stores one 84x84 frame (1M fits in about 8 GB)."""
-    min_size: int = 1_000
+    min_size: int = rule(1_000, Num(int, _BATCH, _CAPACITY))
     """Transitions in replay before the learner starts updating."""
-    replay_ratio: float = 1.0
+    replay_ratio: float = rule(1.0, _POS_FLOAT)
     """Target learner updates per agent step (samples-per-insert divided by batch size)."""
-    ratio_tolerance: float = 0.1
+    ratio_tolerance: float = rule(0.1, Num(float, 0))
     """Relative slack of the rate limiter before it throttles the side that runs ahead."""
-    demo_fraction: float = 0.25
+    demo_fraction: float = rule(0.25, Num(float, 0, 1, hi_open=True))
     """Share of each batch drawn from demonstrations when any are loaded."""
 
 
@@ -167,29 +200,27 @@ class ReplayConfig:
 class RolloutConfig:
     """How env workers act and ship data."""
 
-    exploration_steps: int = 5_000
+    exploration_steps: int = rule(5_000, Num(int, 0))
     """First agent steps (counted over all workers) act uniformly at random."""
-    chunk_length: int = 64
+    chunk_length: int = rule(64, _POS_INT)
     """Agent steps per transition chunk sent to replay (shorter at episode ends)."""
-    reward_smoothing: bool = False
+    reward_smoothing: bool = rule(False, _BOOL)
     """Exponential moving average of rewards within an episode."""
-    reward_smoothing_alpha: float = 0.1
+    reward_smoothing_alpha: float = rule(0.1, Num(float, 0, 1, lo_open=True))
     """Smoothing factor of the reward moving average."""
-    weights_poll_every: int = 16
-    """Agent steps between non-blocking checks for newer policy weights."""
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation of the deterministic policy in a separate worker."""
 
-    every: int = 10_000
+    every: int = rule(10_000, Num(int, 0))
     """Agent steps between evaluations; 0 disables them."""
-    episodes: int = 5
+    episodes: int = rule(5, _POS_INT)
     """Episodes per evaluation; their mean return is logged."""
-    video: bool = True
+    video: bool = rule(True, _BOOL)
     """Record an mp4 of the first evaluation episode."""
-    max_episode_steps: int = 1_000
+    max_episode_steps: int = rule(1_000, _POS_INT)
     """Agent-step cap per evaluation episode; `launch.py eval` applies the same cap unless given
     --max-steps, and both print it."""
 
@@ -198,50 +229,64 @@ class EvalConfig:
 class TrainConfig:
     """Distributed SAC-AE training."""
 
-    env: str = "CarRacing"
+    env: str = rule(
+        "CarRacing",
+        Text(pattern=ENV_PATTERN, describe="CarRacing, VisualPendulum, dmc:DOMAIN-TASK or gym:ID"),
+    )
     """Environment to train on: CarRacing, VisualPendulum, dmc:DOMAIN-TASK (the DeepMind Control
     Suite, e.g. dmc:cartpole-swingup) or gym:ID (a gymnasium env with a Box action space and
     rgb_array rendering, e.g. gym:MountainCarContinuous-v0)."""
-    num_workers: int | None = None
+    num_workers: int | None = rule(None, Num(int, 1, optional=True))
     """Env-worker actors, 1 CPU each; None takes one per core but one (at least 1)."""
-    envs_per_worker: int = 1
+    envs_per_worker: int = rule(1, _POS_INT)
     """Environments stepped by each worker with one batched policy forward."""
-    total_steps: int = 1_000_000
+    total_steps: int = rule(1_000_000, _POS_INT)
     """Agent steps to train for (each is `action_repeat` env frames)."""
-    seed: int = 0
-    """Root seed: env worker i (after r restarts) seeds its env j with a 32-bit SeedSequence draw
-    of (seed, i, r) plus j; training-time evaluation episode k resets with seed + 10,000,000 + k."""
-    run_dir: str = ""
+    seed: int = rule(0, Num(int, 0, 2**31 - 1))
+    """Root seed: env worker i after r restarts draws w = rollout.worker_seed(seed, i, r) (a
+    32-bit SeedSequence draw) for its random actions and policy sampling; its env j first resets
+    with w + j and later episodes continue that env's generator. Training-time evaluation
+    episode k resets with seed + 10,000,000 + k (docs/design.md, Seeds)."""
+    run_dir: str = rule("", Text())
     """Run directory; empty picks runs/<env>-<timestamp>."""
-    address: str | None = None
+    address: str | None = rule(
+        None,
+        Text(
+            optional=True,
+            pattern=r"auto|[^\s:/]+:\d+|[a-z]+://\S+",
+            describe="'auto', host:port or a ray:// address",
+        ),
+    )
     """Ray cluster to join (`auto` or host:port); omitted starts a local Ray."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = rule("auto", Choice(("auto", "cpu", "cuda")))
     """Learner device; auto takes a GPU when the cluster offers one."""
-    learner_cpus: float = 1.0
+    learner_cpus: float = rule(1.0, Num(float, 0))
     """CPUs the learner actor reserves (0 lets it share cores with the env workers)."""
-    schedule_timeout_s: float = 600.0
+    schedule_timeout_s: float = rule(600.0, _POS_FLOAT)
     """Seconds to wait for the cluster to place every actor before giving up with an error."""
-    weights_publish_every: int = 100
+    weights_publish_every: int = rule(100, _POS_INT)
     """Learner updates between policy-weight publications."""
-    checkpoint_every: int = 50_000
+    checkpoint_every: int = rule(50_000, _POS_INT)
     """Agent steps between checkpoints (a final one is always written)."""
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = rule(3, _POS_INT)
     """Checkpoints kept on disk; older ones are deleted."""
-    log_every_s: float = 10.0
+    log_every_s: float = rule(10.0, _POS_FLOAT)
     """Seconds between lines in metrics.jsonl."""
-    wandb: Literal["offline", "online", "disabled"] = "offline"
+    wandb: Literal["offline", "online", "disabled"] = rule(
+        "offline", Choice(("offline", "online", "disabled"))
+    )
     """Weights & Biases mode; offline needs no account."""
-    wandb_project: str = "distributed-sac-ae"
+    wandb_project: str = rule("distributed-sac-ae", Text(nonempty=True))
     """W&B project name."""
-    wandb_entity: str | None = None
+    wandb_entity: str | None = rule(None, Text(nonempty=True, optional=True))
     """W&B entity (team or user)."""
-    wandb_name: str | None = None
+    wandb_name: str | None = rule(None, Text(nonempty=True, optional=True))
     """W&B run name; None takes the run directory's name."""
-    wandb_group: str | None = None
+    wandb_group: str | None = rule(None, Text(nonempty=True, optional=True))
     """W&B group; None takes the env name."""
-    wandb_tags: tuple[str, ...] = ()
+    wandb_tags: tuple[str, ...] = rule((), Text(nonempty=True, many=True))
     """W&B tags; empty takes the env and the preset."""
-    dashboard_host: str = "127.0.0.1"
+    dashboard_host: str = rule("127.0.0.1", Text(nonempty=True))
     """Interface the local Ray dashboard listens on."""
     wrappers: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
@@ -255,111 +300,33 @@ def default_num_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-# Validation: every field has one rule here, checked before Ray or torch is imported. make_env
-# runs the `wrappers.*` rules too, so the environments and the command line share one bound.
-
-IMAGE_SIZE_RANGE = (16, 84)
-"""Observation sides the pipeline supports: CarRacing's crop is 84 (area resize only shrinks),
-and below 16 pixels no encoder layer fits."""
-
-
 class ConfigError(ValueError):
     """A config value outside its allowed range; the message names flag, value and range."""
 
 
-def _max_conv_layers(cfg: TrainConfig) -> int:
-    # networks.conv_output_size(size, n) = (size - 3) // 2 + 1 - 2 (n - 1) must stay >= 1.
-    return ((cfg.wrappers.image_size - 3) // 2) // 2 + 1
+def field_rules(cls: type = TrainConfig, prefix: str = "") -> dict[str, Rule]:
+    """The rule of every leaf field of the dataclass tree ``cls``, by dotted path (the flag
+    without ``--``, ``_`` for ``-``), in field order; TypeError for a field declared without
+    one (``rule(default, ...)``)."""
+    rules: dict[str, Rule] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):
+            rules.update(field_rules(f.default_factory, f"{prefix}{f.name}."))
+        elif RULE in f.metadata:
+            rules[prefix + f.name] = f.metadata[RULE]
+        else:
+            raise TypeError(f"config field {prefix}{f.name} has no rule: declare it with rule()")
+    return rules
 
 
-_BOOL = Choice((False, True))
-_POS_INT, _POS_FLOAT = Num(int, 1), Num(float, 0, lo_open=True)
-_BATCH = ("--agent.batch-size", lambda c: c.agent.batch_size)
-_CAPACITY = ("--replay.capacity", lambda c: c.replay.capacity)
-_IMAGE = ("--wrappers.image-size", lambda c: c.wrappers.image_size)
-
-RULES: dict[str, Any] = {
-    "env": Text(
-        pattern=ENV_PATTERN,
-        describe="CarRacing, VisualPendulum, dmc:DOMAIN-TASK or gym:ID",
-    ),
-    "num_workers": Num(int, 1, optional=True),
-    "envs_per_worker": _POS_INT,
-    "total_steps": _POS_INT,
-    "seed": Num(int, 0, 2**31 - 1),
-    "run_dir": Text(),
-    "address": Text(
-        optional=True,
-        pattern=r"auto|[^\s:/]+:\d+|[a-z]+://\S+",
-        describe="'auto', host:port or a ray:// address",
-    ),
-    "device": Choice(("auto", "cpu", "cuda")),
-    "learner_cpus": Num(float, 0),
-    "schedule_timeout_s": _POS_FLOAT,
-    "weights_publish_every": _POS_INT,
-    "checkpoint_every": _POS_INT,
-    "keep_checkpoints": _POS_INT,
-    "log_every_s": _POS_FLOAT,
-    "wandb": Choice(("offline", "online", "disabled")),
-    "wandb_project": Text(nonempty=True),
-    "wandb_entity": Text(nonempty=True, optional=True),
-    "wandb_name": Text(nonempty=True, optional=True),
-    "wandb_group": Text(nonempty=True, optional=True),
-    "wandb_tags": Text(nonempty=True, many=True),
-    "dashboard_host": Text(nonempty=True),
-    "wrappers.image_size": Num(int, *IMAGE_SIZE_RANGE),
-    "wrappers.frame_stack": Num(int, 1, 16),
-    "wrappers.action_repeat": _POS_INT,
-    "wrappers.grayscale": _BOOL,
-    "wrappers.camera": Num(int, 0, optional=True),
-    "wrappers.pendulum_crop": Num(int, _IMAGE, PENDULUM_RENDER_SIZE),
-    "wrappers.fast_render": _BOOL,
-    "wrappers.early_stop_window": _POS_INT,
-    "wrappers.early_stop_threshold": Num(float),
-    "wrappers.early_stop_penalty": Num(float),
-    "agent.num_conv_layers": Num(int, 1, ("most that fit the image size", _max_conv_layers)),
-    "agent.num_filters": _POS_INT,
-    "agent.latent_dim": _POS_INT,
-    "agent.hidden_dim": _POS_INT,
-    "agent.batch_size": Num(int, 1, _CAPACITY),
-    "agent.gamma": Num(float, 0, 1),
-    "agent.tau": Num(float, 0, 1, lo_open=True),
-    "agent.target_update_every": _POS_INT,
-    "agent.actor_update_every": _POS_INT,
-    "agent.actor_lr": _POS_FLOAT,
-    "agent.critic_lr": _POS_FLOAT,
-    "agent.encoder_lr": _POS_FLOAT,
-    "agent.decoder_lr": _POS_FLOAT,
-    "agent.alpha_lr": _POS_FLOAT,
-    "agent.init_alpha": _POS_FLOAT,
-    "agent.log_std_min": Num(
-        float, None, ("--agent.log-std-max", lambda c: c.agent.log_std_max), hi_open=True
-    ),
-    "agent.log_std_max": Num(float),
-    "agent.latent_l2": Num(float, 0),
-    "agent.decoder_weight_decay": Num(float, 0),
-    "agent.forward_loss_weight": Num(float, 0),
-    "agent.bc_weight": Num(float, 0),
-    "agent.frame_diff": _BOOL,
-    "agent.augment_pad": Num(int, 0, _IMAGE),
-    "agent.fast_path": _BOOL,
-    "agent.compile": _BOOL,
-    "replay.capacity": _POS_INT,
-    "replay.min_size": Num(int, _BATCH, _CAPACITY),
-    "replay.replay_ratio": _POS_FLOAT,
-    "replay.ratio_tolerance": Num(float, 0),
-    "replay.demo_fraction": Num(float, 0, 1, hi_open=True),
-    "rollout.exploration_steps": Num(int, 0),
-    "rollout.chunk_length": _POS_INT,
-    "rollout.reward_smoothing": _BOOL,
-    "rollout.reward_smoothing_alpha": Num(float, 0, 1, lo_open=True),
-    "rollout.weights_poll_every": _POS_INT,
-    "eval.every": Num(int, 0),
-    "eval.episodes": _POS_INT,
-    "eval.video": _BOOL,
-    "eval.max_episode_steps": _POS_INT,
+RULES = field_rules()
+"""Every config field's rule by dotted path, read from the fields themselves."""
+RETIRED_FIELDS = {
+    "rollout.weights_poll_every": "read by nothing: workers get new weights from a parked "
+    "`weights` call (remote/weights_client.py), not by polling",
 }
-"""One rule per config field, keyed by its dotted path (the flag without `--`, `_` for `-`)."""
+"""Fields of older versions, by dotted path, with why each went: a config.json that still holds
+one loads without it (`run_dir.config_from_dict`); any other unknown key is an error."""
 
 
 def flag(path: str) -> str:
@@ -380,11 +347,11 @@ def validate(cfg: TrainConfig, prefix: str = "") -> None:
     `prefix` ("wrappers.") checks one section only (make_env checks its EnvConfig this way).
     """
     # Fields whose bounds other fields set come last, so a bad bound is reported as itself.
-    for path, rule in sorted(RULES.items(), key=lambda item: getattr(item[1], "dynamic", False)):
+    for path, check in sorted(RULES.items(), key=lambda item: getattr(item[1], "dynamic", False)):
         if not path.startswith(prefix):
             continue
         value = field_value(cfg, path)
-        allowed = rule.check(value, cfg)
+        allowed = check.check(value, cfg)
         if allowed is not None:
             shown = repr(value) if isinstance(value, str) else value
             if isinstance(value, tuple | list):

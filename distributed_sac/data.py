@@ -226,16 +226,6 @@ class EvalRecord(NamedTuple):
     video: str | None
     """Path of the first episode's video, if one was written."""
 
-    def as_metrics(self) -> dict:
-        """The ``eval_*`` entries of a ``metrics.jsonl`` record."""
-        return {
-            "eval_return_mean": self.return_mean,
-            "eval_return_std": self.return_std,
-            "eval_length_mean": self.length_mean,
-            "eval_video": self.video,
-            "eval_agent_steps": self.agent_steps,
-        }
-
 
 class Batch(NamedTuple):
     """A sampled batch; pixels stay uint8 until the encoder."""

@@ -397,7 +397,7 @@ def make_env(
     videos); "human" opens a window (the demo recorder).
     """
     kind, _ = split_env(name)
-    validate_env(cfg)  # the command line's own bounds (config.RULES), one source of truth
+    validate_env(cfg)  # the command line's own bounds (the config fields' rules), one source
     if render_mode not in _RENDER_MODES:
         raise ValueError(f"render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
     env = WRAPPERS[kind](_make_base(name, cfg, render_mode), cfg)

@@ -27,6 +27,7 @@ from distributed_sac.config import (
 from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.evaluation import EvalResult, evaluate
 from distributed_sac.policy import Policy
+from distributed_sac.records import CheckpointPayload
 from distributed_sac.run_dir import RunDir, RunDirError, latest_run_checkpoint, load_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent
 
@@ -39,7 +40,7 @@ def resolve(path: str) -> tuple[Path, TrainConfig]:
     return ckpt, cfg
 
 
-def _resolve(path: str) -> tuple[Path, TrainConfig, dict | None]:
+def _resolve(path: str) -> tuple[Path, TrainConfig, CheckpointPayload | None]:
     target = Path(path)
     if target.is_dir():
         run, cfg = RunDir.reopen(target)
@@ -57,13 +58,13 @@ def _resolve(path: str) -> tuple[Path, TrainConfig, dict | None]:
     raise ValueError(f"{target}: no such run directory or checkpoint file")
 
 
-def load_policy(ckpt: Path, cfg: TrainConfig, payload: dict | None = None) -> Policy:
+def load_policy(ckpt: Path, cfg: TrainConfig, payload: CheckpointPayload | None = None) -> Policy:
     """The checkpoint's actor on CPU, loaded through the agent's own state dict."""
     payload = payload or load_run_checkpoint(ckpt, cfg)
     obs_shape, action_dim = cfg.wrappers.obs_shape, env_action_dim(cfg.env)
     channels = cfg.wrappers.channels
     agent = SacAeAgent(obs_shape, action_dim, cfg.agent, "cpu", cfg.seed, channels)
-    agent.load_state_dict(payload["agent"])
+    agent.load_state_dict(payload.agent)
     policy = Policy(obs_shape, action_dim, cfg.agent, cfg.seed, channels)
     policy.load(agent.policy_weights())
     return policy

@@ -8,8 +8,14 @@ departure from docs/design.md.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 from distributed_sac.config import TrainConfig
+
+
+def full_preset(cfg: TrainConfig | None = None) -> TrainConfig:
+    """The hyperparameters of docs/design.md: TrainConfig as declared."""
+    return cfg or TrainConfig()
 
 
 def tiny_preset(cfg: TrainConfig | None = None) -> TrainConfig:
@@ -101,8 +107,8 @@ def carracing_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
 
 
 def dmc_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
-    """A DeepMind Control Suite task from pixels sized for 2 CPU cores (default
-    dmc:cartpole-swingup): 100k env steps of cartpole at one update per agent step.
+    """A DeepMind Control Suite task from pixels (dmc:cartpole-swingup unless --env) sized for 2
+    CPU cores: 100k env steps of cartpole at one update per agent step.
 
     The PlaNet-benchmark protocol comes from the env (`--env dmc:...`: stack 3 RGB frames of
     camera 0, action repeat per domain, 1,000 env steps per episode, no early termination).
@@ -173,9 +179,17 @@ def _cpu_sized(
 
 
 PRESETS = {
-    "full": lambda: TrainConfig(),
+    "full": full_preset,
     "tiny": tiny_preset,
     "pendulum-cpu": pendulum_cpu_preset,
     "carracing-cpu": carracing_cpu_preset,
     "dmc-cpu": dmc_cpu_preset,
 }
+"""Every preset by the name `--preset` takes; `launch.py` reads its choices and help from here."""
+
+
+def describe() -> str:
+    """Each preset's name and the first paragraph of its docstring (``--preset``'s help)."""
+    first = {n: inspect.getdoc(make).split("\n\n")[0] for n, make in PRESETS.items()}
+    first = {n: " ".join(text.split()) for n, text in first.items()}
+    return "; ".join(f"{name}: {text.rstrip('.')}" for name, text in first.items()) + "."

@@ -1,6 +1,7 @@
 """Allowed values of config fields, each able to say what it allows in one phrase.
 
-`config.RULES` maps every config field to one of these; `config.validate` applies them.
+Every config field declares one of these beside its docstring (`config.rule`); `config.validate`
+applies them.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class Num:
 
 @dataclass(frozen=True)
 class Choice:
+    """One of ``values``, of the type of the first (so 1 is no choice between False and True)."""
+
     values: tuple[Any, ...]
 
     def check(self, value: Any, cfg: Any) -> str | None:
@@ -107,3 +110,8 @@ def _bound(bound: Bound | None, cfg: Any) -> float | None:
 def _show(bound: Bound, value: float) -> str:
     shown = f"{value:g}" if isinstance(value, float) else str(value)
     return f"{shown} ({bound[0]})" if isinstance(bound, tuple) else shown
+
+
+Rule = Num | Choice | Text
+"""What a config field's value may be; ``rule.check(value, cfg)`` says what it allows when the
+value is not allowed, else None."""

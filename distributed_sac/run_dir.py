@@ -13,8 +13,14 @@ from typing import Any
 
 from distributed_sac import __version__
 from distributed_sac.atomic import atomic_write
-from distributed_sac.checkpoint import latest_intact_checkpoint, load_checkpoint
-from distributed_sac.config import TrainConfig
+from distributed_sac.checkpoint import (
+    CorruptCheckpointError,
+    latest_intact_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from distributed_sac.config import RETIRED_FIELDS, TrainConfig
+from distributed_sac.records import CheckpointPayload
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -35,19 +41,25 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild the dataclass tree (fields added since take their defaults); unknown keys are an
-    error, not a guess. JSON lists become the tuples the config holds."""
+    """Rebuild the dataclass tree (fields added since take their defaults, fields retired since
+    are dropped: `config.RETIRED_FIELDS`); other unknown keys are an error, not a guess. JSON
+    lists become the tuples the config holds."""
     hints = typing.get_type_hints(TrainConfig)
     try:
-        kwargs = {k: _field(hints.get(k), v) for k, v in data.items() if k != META}
+        kwargs = {k: _field(hints.get(k), v, k) for k, v in _current(data).items() if k != META}
         return TrainConfig(**kwargs)
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, AttributeError) as exc:
         raise RunDirError(f"{CONFIG} does not match this version's config: {exc}") from None
 
 
-def _field(hint: Any, value: Any) -> Any:
+def _current(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``data`` without the retired fields of the section at ``prefix``."""
+    return {k: v for k, v in data.items() if prefix + k not in RETIRED_FIELDS}
+
+
+def _field(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
-        return hint(**value)
+        return hint(**_current(value, f"{path}."))
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -60,13 +72,29 @@ def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def load_run_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+def save_run_checkpoint(
+    folder: Path, agent_steps: int, payload: CheckpointPayload, cfg: TrainConfig
+) -> Path:
+    """``payload`` as checkpoint ``agent_steps`` of a run of ``cfg``, keeping its newest
+    ``--keep-checkpoints``."""
+    return save_checkpoint(
+        folder, agent_steps, payload.to_state(), fingerprint(cfg), cfg.keep_checkpoints
+    )
+
+
+def load_run_checkpoint(path: Path, cfg: TrainConfig) -> CheckpointPayload:
     """A checkpoint written by a run of ``cfg`` (or by an older version, for fields since added
-    at their defaults); CheckpointError otherwise."""
-    return load_checkpoint(path, fingerprint(cfg), fingerprint(TrainConfig()))
+    at their defaults); CheckpointError otherwise, CorruptCheckpointError for a file that holds
+    no run's payload."""
+    state = load_checkpoint(path, fingerprint(cfg), fingerprint(TrainConfig()))
+    try:
+        return CheckpointPayload.from_state(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"lacks {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CorruptCheckpointError(f"{path}: not a run's checkpoint ({detail})") from None
 
 
-def latest_run_checkpoint(folder: Path, cfg: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+def latest_run_checkpoint(folder: Path, cfg: TrainConfig) -> tuple[Path, CheckpointPayload] | None:
     """The newest intact checkpoint of a run of ``cfg`` in ``folder`` (corrupt ones skipped)."""
     return latest_intact_checkpoint(folder, lambda path: load_run_checkpoint(path, cfg))
 

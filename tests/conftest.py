@@ -75,3 +75,20 @@ def end_actors(driver) -> None:
             except ValueError:
                 break
             time.sleep(0.1)
+
+
+def run_payload(agent: dict):
+    """A run's checkpoint payload around agent state ``agent``, as a run that has collected
+    nothing yet writes it (a fresh replay's counters, no restarts)."""
+    import numpy as np
+
+    from distributed_sac.records import (
+        CheckpointPayload,
+        LimiterCounts,
+        ReplayCounters,
+        RunCounters,
+    )
+
+    rng = np.random.default_rng(0).bit_generator.state
+    replay = ReplayCounters(LimiterCounts(0, 0, False), 0, rng)
+    return CheckpointPayload(agent, replay, RunCounters())

@@ -227,5 +227,18 @@ def test_preset_choices_match_the_presets():
     import launch as cli
     from distributed_sac.presets import PRESETS
 
-    hint = typing.get_type_hints(cli.TrainCommand)["preset"]
-    assert set(typing.get_args(hint)) == set(PRESETS)
+    hint = typing.get_type_hints(cli.TrainCommand, include_extras=True)["preset"]
+    choices, arg = typing.get_args(hint)
+    assert typing.get_args(choices) == tuple(PRESETS)  # read from the registry, in its order
+    for name, make in PRESETS.items():  # each preset's help is its docstring's first paragraph
+        first = " ".join(make.__doc__.split("\n\n")[0].split())
+        assert f"{name}: {first.rstrip('.')}" in arg.help
+
+
+def test_an_unknown_preset_names_the_registrys_presets():
+    import launch as cli
+    from distributed_sac.presets import PRESETS
+
+    expected = f"--preset fast: must be one of {', '.join(PRESETS)}$"
+    with pytest.raises(cli.UsageError, match=expected):
+        cli.parse_train(["--preset", "fast"])

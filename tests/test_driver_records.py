@@ -11,9 +11,11 @@ import pytest
 
 from distributed_sac.data import EpisodeStats, EvalRecord, LearnerStats, ReplayStats
 from distributed_sac.presets import tiny_preset
+from distributed_sac.records import CheckpointPayload, MetricsRecord, RunCounters
 from distributed_sac.remote import driver as driver_module
 from distributed_sac.remote.driver import Driver
-from distributed_sac.run_dir import RunDir
+from distributed_sac.run_dir import RunDir, load_run_checkpoint
+from tests.conftest import run_payload
 
 
 class Ref:
@@ -87,12 +89,11 @@ def driver(tmp_path, monkeypatch):
     d.replay = Actor(
         stats=lambda: replay_stats,
         close=lambda: None,
-        state=lambda: {},
-        snapshot=lambda *path: {},
+        snapshot=lambda: run_payload({}).replay.to_dict(),
     )
     d.learner = Actor(stats=lambda: learner_stats, run=lambda *a: 0, state=lambda: {})
     d.workers, d._restarts, d._coming_back = [], [], {}
-    d.counters = {"worker_restarts": 0, "learner_restarts": 0, "episodes": 0}
+    d.counters = RunCounters()
     d.wandb = Recorder()
     d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None
     d._warned_stats = False
@@ -137,13 +138,51 @@ def test_a_failed_stats_call_is_retried_and_warned_once(driver, caplog):
 
 
 def test_a_checkpoints_granted_updates_leave_out_the_pretraining():
-    from distributed_sac.remote.lifecycle import granted_updates
-
-    payload = {
+    replay = run_payload({}).replay.to_dict()
+    state = {
         "agent": {"num_updates": 1_300},
         "counters": {"pretrain_updates": 1_000},
-        "replay": {"limiter": {"samples": 340}},  # in flight when it was taken: not made
+        "replay": {**replay, "limiter": {"inserts": 400, "samples": 340, "closed": False}},
     }
-    assert granted_updates(payload) == 300
-    del payload["counters"]["pretrain_updates"]  # a checkpoint from before the count was kept
-    assert granted_updates(payload) == 340
+    assert CheckpointPayload.from_state(state).granted_updates == 300
+    del state["counters"]["pretrain_updates"]  # a checkpoint from before the count was kept
+    old = CheckpointPayload.from_state(state)
+    assert (old.granted_updates, old.counters.pretrain_updates) == (340, 960)
+    # Grants still in flight when it was taken (samples above the updates) were never made.
+    state["replay"]["limiter"]["samples"] = 1_400
+    assert CheckpointPayload.from_state(state).granted_updates == 1_300
+
+
+METRICS_KEYS = [
+    "time", "agent_steps", "env_steps", "learner_updates", "weights_version", "policy_lag",
+    "policy_lag_p90", "sample_age", "demo_fraction_held", "replay_size", "agent_steps_per_s",
+    "updates_per_s", "learner_idle_frac", "replay_ratio_held", "episodes",
+    "episode_return_mean", "worker_restarts", "learner_restarts",
+]  # fmt: skip
+"""The keys of a metrics record as metrics.jsonl has always held them, in order."""
+EVAL_KEYS = [
+    "eval_return_mean", "eval_return_std", "eval_length_mean", "eval_video", "eval_agent_steps",
+    "eval_max_episode_steps",
+]  # fmt: skip
+
+
+def test_metrics_records_keep_their_keys(driver):
+    driver.learner._methods["stats"] = lambda: LearnerStats(
+        RESUMED_UPDATES, RESUMED_UPDATES, 0.0, 0.0, {"critic_loss": 1.5, "alpha": 0.1}, {}
+    )
+    driver.train()
+    with_eval, *_ = (r for r in driver.run.read_metrics() if "eval_return_mean" in r)
+    assert list(with_eval) == METRICS_KEYS + ["loss/alpha", "loss/critic_loss"] + EVAL_KEYS
+    assert with_eval["episodes"] == 3 and with_eval["sample_age"] is None
+    record = MetricsRecord.from_json(with_eval)
+    assert record.losses == {"alpha": 0.1, "critic_loss": 1.5} and record.eval_agent_steps == 400
+    assert record.to_json() == with_eval
+
+
+def test_the_final_checkpoint_holds_the_drivers_counters(driver):
+    driver.counters.worker_restarts = 2
+    driver.train()
+    payload = load_run_checkpoint(driver.run.checkpoints / "ckpt_000000000400.pt", driver.cfg)
+    # `episodes` is the count of the last record before the checkpoint: none ran here.
+    assert payload.counters == RunCounters(episodes=0, worker_restarts=2)
+    assert payload.replay == run_payload({}).replay

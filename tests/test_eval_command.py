@@ -15,14 +15,14 @@ import torch
 from scipy import stats
 
 import launch
-from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import HELD_OUT_EVAL_SEED, EnvConfig
 from distributed_sac.eval_command import load, load_policy, resolve, returns_report, verdict
 from distributed_sac.evaluation import beside_agent_view, evaluate
 from distributed_sac.policy import Policy
 from distributed_sac.presets import tiny_preset
-from distributed_sac.run_dir import RunDir, fingerprint
+from distributed_sac.run_dir import RunDir, save_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent
+from tests.conftest import run_payload
 
 torch.set_num_threads(1)
 # Pendulum's 500x500 rgb_array frame (docs/design.md) beside the agent's 32x32 view scaled 15x
@@ -106,8 +106,7 @@ def trained_run(tmp_path):
         for p in agent.actor.trunk.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     agent.num_updates = 37
-    state = {"agent": agent.state_dict(), "replay": {}, "counters": {}}
-    ckpt = save_checkpoint(run.checkpoints, 400, state, fingerprint(cfg), keep=2)
+    ckpt = save_run_checkpoint(run.checkpoints, 400, run_payload(agent.state_dict()), cfg)
     return cfg, run, agent, ckpt
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.data import Batch
 from distributed_sac.presets import tiny_preset
-from distributed_sac.run_dir import RunDir, fingerprint
+from distributed_sac.run_dir import RunDir, save_run_checkpoint
+from tests.conftest import run_payload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_eval_is_quiet_and_caps_episodes_as_training_evaluation_does(tmp_path):
     run = RunDir.create(Path(cfg.run_dir), cfg)
     torch.set_num_threads(1)
     agent = SacAeAgent(cfg.wrappers.obs_shape, 1, cfg.agent, seed=0)
-    save_checkpoint(run.checkpoints, 1, {"agent": agent.state_dict()}, fingerprint(cfg), keep=1)
+    save_run_checkpoint(run.checkpoints, 1, run_payload(agent.state_dict()), cfg)
     env = {k: v for k, v in os.environ.items() if k not in ("SDL_VIDEODRIVER", "XDG_RUNTIME_DIR")}
     proc = subprocess.run(
         [sys.executable, str(REPO / "launch.py"), "eval", str(run.path), "--episodes", "1"],

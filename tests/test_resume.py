@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from distributed_sac.checkpoint import (
+    CheckpointError,
+    CorruptCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from distributed_sac.config import TrainConfig
 from distributed_sac.data import Chunk
 from distributed_sac.presets import tiny_preset
+from distributed_sac.records import LimiterCounts, ReplayCounters, RunCounters
 from distributed_sac.replay import ReplayBuffer
-from distributed_sac.run_dir import fingerprint, load_run_checkpoint
+from distributed_sac.run_dir import fingerprint, load_run_checkpoint, save_run_checkpoint
 from distributed_sac.sac_ae import SacAeAgent
+from tests.conftest import run_payload
 
 CFG = tiny_preset()
 SHAPE = CFG.wrappers.obs_shape
@@ -67,7 +74,8 @@ def test_resumed_learner_makes_the_same_next_update(tmp_path):
 
 def test_checkpoint_from_another_config_or_corrupt_is_refused(tmp_path):
     agent = SacAeAgent(SHAPE, 1, CFG.agent, seed=0)
-    path = save_checkpoint(tmp_path, 1, {"agent": agent.state_dict()}, fingerprint(CFG), keep=1)
+    state = run_payload(agent.state_dict()).to_state()
+    path = save_checkpoint(tmp_path, 1, state, fingerprint(CFG), keep=1)
     other = dataclasses.replace(CFG, agent=dataclasses.replace(CFG.agent, hidden_dim=64))
     with pytest.raises(CheckpointError, match="different config.*agent"):
         load_checkpoint(path, fingerprint(other))
@@ -81,7 +89,7 @@ def test_checkpoint_from_another_config_or_corrupt_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="different config.*agent"):
         load_checkpoint(path, fingerprint(CFG))
     assert load_checkpoint(path, fingerprint(CFG), defaults)["agent"].keys()
-    assert load_run_checkpoint(path, CFG)["agent"].keys()
+    assert load_run_checkpoint(path, CFG).agent.keys()
     added = dataclasses.replace(CFG.agent, forward_loss_weight=1.0)
     with pytest.raises(CheckpointError, match="different config.*agent"):
         load_checkpoint(path, fingerprint(dataclasses.replace(CFG, agent=added)), defaults)
@@ -97,3 +105,67 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
         "ckpt_000000000030.pt",
         "ckpt_000000000040.pt",
     ]
+
+
+def _used_rng_state() -> dict:
+    rng = np.random.default_rng(5)
+    rng.integers(0, 100, 37)
+    return rng.bit_generator.state
+
+
+def test_a_run_payload_round_trips_through_a_weights_only_file(tmp_path):
+    agent = SacAeAgent(SHAPE, 1, CFG.agent, seed=2)
+    agent.num_updates = 336
+    replay = ReplayCounters(LimiterCounts(400, 336, True), 6, _used_rng_state(), {0: 150, 1: 250})
+    counters = RunCounters(episodes=6, worker_restarts=1, learner_restarts=2, pretrain_updates=0)
+    payload = dataclasses.replace(run_payload(agent.state_dict()), replay=replay, counters=counters)
+    path = save_run_checkpoint(tmp_path, 400, payload, CFG)
+    raw = torch.load(path, weights_only=True)  # plain dicts and tensors only
+    assert raw["replay"]["limiter"] == {"inserts": 400, "samples": 336, "closed": True}
+    assert raw["replay"]["worker_steps"] == {"0": 150, "1": 250}  # the replay's JSON layout
+    assert raw["counters"] == dataclasses.asdict(counters)
+    loaded = load_run_checkpoint(path, CFG)
+    assert (loaded.replay, loaded.counters, loaded.granted_updates) == (replay, counters, 336)
+    resumed = SacAeAgent(SHAPE, 1, CFG.agent, seed=9)
+    resumed.load_state_dict(loaded.agent)
+    assert resumed.num_updates == 336
+
+
+def test_a_checkpoint_in_the_dict_layout_of_earlier_versions_loads(tmp_path):
+    agent = SacAeAgent(SHAPE, 1, CFG.agent, seed=2)
+    agent.num_updates = 1_300
+    rng = _used_rng_state()
+    # Spelled out as the driver wrote it before the payload was typed.
+    state = {
+        "agent": agent.state_dict(),
+        "replay": {
+            "limiter": {"inserts": 400, "samples": 300, "closed": False},
+            "episodes_total": 6,
+            "rng": rng,
+            "worker_steps": {"0": 200, "1": 200},
+        },
+        "counters": {
+            "worker_restarts": 1,
+            "learner_restarts": 0,
+            "episodes": 6,
+            "pretrain_updates": 1_000,
+        },
+    }
+    path = save_checkpoint(tmp_path, 400, state, fingerprint(CFG), keep=2)
+    payload = load_run_checkpoint(path, CFG)
+    limiter = LimiterCounts(inserts=400, samples=300, closed=False)
+    assert payload.replay == ReplayCounters(limiter, 6, rng, {0: 200, 1: 200})
+    assert payload.counters == RunCounters(6, 1, 0, 1_000)
+    assert payload.granted_updates == 300
+    assert payload.to_state()["replay"] == state["replay"]
+    # Older still: no worker_steps and no pretrain_updates (the updates beyond the limiter's).
+    del state["replay"]["worker_steps"], state["counters"]["pretrain_updates"]
+    payload = load_run_checkpoint(save_checkpoint(tmp_path, 500, state, fingerprint(CFG), 2), CFG)
+    assert (payload.replay.worker_steps, payload.counters.pretrain_updates) == ({}, 1_000)
+    assert payload.granted_updates == 300
+
+
+def test_a_file_without_a_runs_payload_is_not_a_run_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path, 1, {"agent": {}}, fingerprint(CFG), keep=1)
+    with pytest.raises(CorruptCheckpointError, match="not a run's checkpoint.*replay"):
+        load_run_checkpoint(path, CFG)

@@ -4,6 +4,7 @@ resume's changed flags, the corrupt-checkpoint fallback, the driver's final reco
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -12,11 +13,12 @@ import pytest
 
 import launch
 from distributed_sac import __version__
-from distributed_sac.checkpoint import CheckpointError, save_checkpoint
-from distributed_sac.config import ConfigError
+from distributed_sac.checkpoint import CheckpointError
+from distributed_sac.config import RETIRED_FIELDS, ConfigError, validate
 from distributed_sac.presets import tiny_preset
 from distributed_sac.remote import session
-from distributed_sac.run_dir import RunDir, fingerprint, read_config
+from distributed_sac.run_dir import RunDir, read_config, save_run_checkpoint
+from tests.conftest import run_payload
 
 CFG = dataclasses.replace(tiny_preset(), num_workers=1, wandb="disabled")
 
@@ -64,6 +66,35 @@ def test_a_run_starts_again_from_its_config_json(tmp_path):
     assert cmd.config == expected
 
 
+def _with_retired_field(run: RunDir, section: str, name: str) -> Path:
+    """The run's config.json as an older version wrote it, with ``section.name`` in it."""
+    path = run.path / "config.json"
+    data = json.loads(path.read_text())
+    data[section][name] = 16
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_an_older_config_json_with_a_retired_field_loads(tmp_path, resumable_run):
+    assert "rollout.weights_poll_every" in RETIRED_FIELDS
+    path = _with_retired_field(resumable_run, "rollout", "weights_poll_every")
+    saved, _ = resumable_run.read_config()
+    cmd = launch.parse_train(["--config", str(path), "--run-dir", str(tmp_path / "new")])
+    assert cmd.config.rollout == saved.rollout == CFG.rollout  # validated on the way
+    plan = session.prepare(CFG, str(resumable_run.path), given=set())  # --resume reads it too
+    assert plan.cfg == saved
+    # A run directory of an earlier version (docs/results), read as --config reads it.
+    old = Path(launch.__file__).parent / "docs/results/dmc_reacher_easy_seed0/config.json"
+    assert "weights_poll_every" in old.read_text()
+    validate(launch.parse_train(["--config", str(old)], build_env=False).config)
+
+
+def test_an_unknown_config_json_field_that_was_never_retired_is_refused(resumable_run, capsys):
+    path = _with_retired_field(resumable_run, "rollout", "weights_poll_often")
+    assert launch.main(["train", "--config", str(path)]) == 2
+    assert "weights_poll_often" in capsys.readouterr().err
+
+
 def test_config_from_a_file_that_is_not_one_is_a_usage_error(tmp_path, capsys):
     bad = tmp_path / "config.json"
     bad.write_text("{not json")
@@ -107,8 +138,8 @@ def test_negated_bool_flags_count_as_given():
     }
 
 
-def _checkpoint(run: RunDir, steps: int) -> Path:
-    return save_checkpoint(run.checkpoints, steps, {"agent": {}}, fingerprint(CFG), keep=5)
+def _checkpoint(run: RunDir, steps: int, cfg=CFG) -> Path:
+    return save_run_checkpoint(run.checkpoints, steps, run_payload({}), cfg)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_newest_intact_one(resumable_run, caplog):
@@ -132,7 +163,7 @@ def test_no_intact_checkpoint_fails_before_ray(resumable_run, capsys):
 def test_checkpoint_of_another_config_is_refused_not_skipped(resumable_run):
     _checkpoint(resumable_run, 100)
     other = dataclasses.replace(CFG, agent=dataclasses.replace(CFG.agent, hidden_dim=64))
-    save_checkpoint(resumable_run.checkpoints, 200, {"agent": {}}, fingerprint(other), keep=5)
+    _checkpoint(resumable_run, 200, other)
     with pytest.raises(CheckpointError, match="different config"):
         session.prepare(CFG, str(resumable_run.path), given=set())
 

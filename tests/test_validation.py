@@ -8,15 +8,19 @@ import pytest
 
 from distributed_sac.config import (
     IMAGE_SIZE_RANGE,
+    RULE,
     RULES,
+    AgentConfig,
     ConfigError,
     EnvConfig,
     TrainConfig,
+    field_rules,
     flag,
+    rule,
     validate,
 )
 from distributed_sac.presets import PRESETS
-from distributed_sac.rules import Num
+from distributed_sac.rules import Num, Text
 
 
 def leaf_paths(obj, prefix=""):
@@ -37,7 +41,32 @@ def replace_path(cfg, path, value):
 
 
 def test_every_config_field_has_exactly_one_rule():
-    assert set(RULES) == set(leaf_paths(TrainConfig()))
+    assert list(RULES) == list(leaf_paths(TrainConfig()))
+    # Each rule is the one declared beside its field.
+    (batch,) = (f for f in dataclasses.fields(AgentConfig) if f.name == "batch_size")
+    assert RULES["agent.batch_size"] is batch.metadata[RULE]
+    assert batch.default == AgentConfig().batch_size == 128
+
+
+def test_a_field_added_without_a_rule_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Section:
+        checked: int = rule(1, Num(int, 0))
+        unchecked: int = 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Tree:
+        name: str = rule("x", Text())
+        section: Section = dataclasses.field(default_factory=Section)
+
+    with pytest.raises(TypeError, match="config field section.unchecked has no rule"):
+        field_rules(Tree)
+
+
+def test_fields_bounded_by_others_are_checked_after_them():
+    bad = replace_path(replace_path(TrainConfig(), "replay.capacity", 0), "replay.min_size", 5)
+    with pytest.raises(ConfigError, match=r"^--replay.capacity 0: must be an integer >= 1$"):
+        validate(bad)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -11,6 +11,7 @@ then the final checkpoint and the final metrics record, which agree.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,15 +23,15 @@ import numpy as np
 import ray
 from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
 
-from distributed_sac.checkpoint import save_checkpoint
 from distributed_sac.config import TrainConfig
 from distributed_sac.data import EvalRecord
 from distributed_sac.envs import action_dim as env_action_dim
 from distributed_sac.progress import Progress
+from distributed_sac.records import CheckpointPayload, MetricsRecord, ReplayCounters, RunCounters
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
-from distributed_sac.remote.lifecycle import InterruptFlag, granted_updates, stop_run
+from distributed_sac.remote.lifecycle import InterruptFlag, stop_run
 from distributed_sac.remote.placement import (
     actor_name,
     await_placement,
@@ -43,7 +44,12 @@ from distributed_sac.remote.placement import (
 )
 from distributed_sac.remote.replay_server import remote_replay
 from distributed_sac.replay import ReplaySpec
-from distributed_sac.run_dir import RunDir, config_to_dict, fingerprint, latest_run_checkpoint
+from distributed_sac.run_dir import (
+    RunDir,
+    config_to_dict,
+    latest_run_checkpoint,
+    save_run_checkpoint,
+)
 from distributed_sac.schedule import Every
 from distributed_sac.wandb_logger import WandbLogger, saved_run_id
 
@@ -65,19 +71,14 @@ class Driver:
         cfg: TrainConfig,
         run: RunDir,
         resume: bool = False,
-        checkpoint: tuple[Path, dict] | None = None,
+        checkpoint: tuple[Path, CheckpointPayload] | None = None,
     ) -> None:
         """`checkpoint` (path, payload) to resume from; by default, on resume, the newest intact."""
         self.cfg = cfg
         self.run = run
         self.obs_shape = cfg.wrappers.obs_shape
         self.action_dim = env_action_dim(cfg.env)
-        self.counters = {
-            "worker_restarts": 0,
-            "learner_restarts": 0,
-            "episodes": 0,
-            "pretrain_updates": 0,
-        }
+        self.counters = RunCounters()
         self._restarts = [0] * cfg.num_workers
         self._coming_back: dict[ray.ObjectRef, int] = {}
         """``ready`` calls to restarted workers, by worker index."""
@@ -123,14 +124,14 @@ class Driver:
         log.info("learner on %s", ray.get(learner.describe_device.remote()))
         return learner, node
 
-    def _resume(self, path: Path, payload: dict) -> None:
+    def _resume(self, path: Path, payload: CheckpointPayload) -> None:
         """The learner from the checkpoint; the replay has restored itself from its snapshot
         (contents and counters agree there), or, with none, takes the checkpoint's counters.
         The learner's first feed request aligns the rate limiter to the checkpoint's count."""
-        self.counters.update(payload["counters"])
-        calls = [self.learner.load_state.remote(payload["agent"], granted_updates(payload))]
+        self.counters = dataclasses.replace(payload.counters)
+        calls = [self.learner.load_state.remote(payload.agent, payload.granted_updates)]
         if not ray.get(self.replay.was_restored.remote()):
-            calls.append(self.replay.restore.remote(payload["replay"]))
+            calls.append(self.replay.restore.remote(payload.replay.to_dict()))
         ray.get(calls)
         log.info("resumed from %s", path)
 
@@ -167,10 +168,11 @@ class Driver:
             except RayActorError:
                 self._learner_back("it died during pretraining and pretrains again")
                 ray.get(self.learner.attach.remote(self.replay))
-        self.counters["pretrain_updates"] += updates
+        self.counters.pretrain_updates += updates
 
     def train(self) -> dict:
-        """Run to `total_steps`; Ctrl-C stops cleanly with a final checkpoint."""
+        """Run to `total_steps`; Ctrl-C stops cleanly with a final checkpoint. Returns the final
+        metrics record as metrics.jsonl holds it."""
         cfg = self.cfg
         start = ray.get(self.replay.stats.remote())
         progress = Progress(cfg.total_steps, initial=start.agent_steps)
@@ -203,7 +205,7 @@ class Driver:
                     continue
                 try:
                     record, prev = self._log(prev, progress)
-                    steps = record["agent_steps"]
+                    steps = record.agent_steps
                     if closed and steps < cfg.total_steps:
                         # The replay died after the end and came back from an older snapshot:
                         # collect the lost steps again.
@@ -229,13 +231,13 @@ class Driver:
         try:
             # Always: a checkpoint taken at these steps while the learner drained lacks updates.
             self.checkpoint(ray.get(self.replay.stats.remote()).agent_steps)
-            record = self._final_log(prev)
+            record = self._final_log(prev).to_json()
             progress.summary(record)
         finally:
             self.wandb.finish()
         return record
 
-    def _final_log(self, prev: _Previous, attempts: int = 5) -> dict:
+    def _final_log(self, prev: _Previous, attempts: int = 5) -> MetricsRecord:
         """The final metrics record; a failed stats call is retried."""
         for attempt in range(attempts):
             try:
@@ -276,19 +278,20 @@ class Driver:
         found = latest_run_checkpoint(self.run.checkpoints, self.cfg)
         self._learner_back(f"restarted from {found[0] if found else 'its initial weights'}")
         if found is not None:
-            ray.get(self.learner.load_state.remote(found[1]["agent"], granted_updates(found[1])))
-            self.counters["pretrain_updates"] = found[1]["counters"].get("pretrain_updates", 0)
+            payload = found[1]
+            ray.get(self.learner.load_state.remote(payload.agent, payload.granted_updates))
+            self.counters.pretrain_updates = payload.counters.pretrain_updates
         ray.get(self.learner.attach.remote(self.replay))
-        if found is None and self.counters["pretrain_updates"]:
-            updates, self.counters["pretrain_updates"] = self.counters["pretrain_updates"], 0
+        if found is None and self.counters.pretrain_updates:
+            updates, self.counters.pretrain_updates = self.counters.pretrain_updates, 0
             self._pretrain(updates)
         return self.learner.run.remote(self.replay)
 
     def _learner_back(self, how: str) -> None:
         """Count a learner restart and wait until Ray has its process back."""
-        self.counters["learner_restarts"] += 1
+        self.counters.learner_restarts += 1
         wait_until_back(self.learner, "node_id", self.cfg.schedule_timeout_s)
-        log.warning("the learner died; %s (%d restarts)", how, self.counters["learner_restarts"])
+        log.warning("the learner died; %s (%d restarts)", how, self.counters.learner_restarts)
 
     def _finish_worker(self, ref: ray.ObjectRef, runs: dict) -> None:
         index = runs.pop(ref)
@@ -296,12 +299,10 @@ class Driver:
             ray.get(ref)
         except RayActorError:
             # The worker's process died; Ray restarts the actor, so ask it to go on.
-            self.counters["worker_restarts"] += 1
+            self.counters.worker_restarts += 1
             self._restarts[index] += 1
             log.warning(
-                "env-worker-%d died; restarted (%d restarts)",
-                index,
-                self.counters["worker_restarts"],
+                "env-worker-%d died; restarted (%d restarts)", index, self.counters.worker_restarts
             )
             # Its `run` goes out once it answers again (calls fail while Ray restarts it); the
             # loop goes on meanwhile.
@@ -336,46 +337,46 @@ class Driver:
         video = str(self.run.videos / f"eval_{steps:09d}.mp4") if self.cfg.eval.video else None
         self._eval = self.evaluator.evaluate.remote(weights[0], steps, video)
 
-    def _log(self, prev: _Previous, progress: Progress | None) -> tuple[dict, _Previous]:
+    def _log(self, prev: _Previous, progress: Progress | None) -> tuple[MetricsRecord, _Previous]:
         worker_refs = [w.stats.remote() for w in self.workers]
         replay, learner = ray.get([self.replay.stats.remote(), self.learner.stats.remote()])
         workers = self._worker_stats(worker_refs)
         now = time.monotonic()
         dt = max(1e-9, now - prev.t)
         self._returns.extend(e.episode_return for e in replay.episodes)
-        self.counters["episodes"] = replay.episodes_total
+        self.counters.episodes = replay.episodes_total
         eval_record = self._eval_result()
         lag_median, lag_p90 = acting_lag([w.acting_lag for w in workers])
-        record = {
-            "time": time.time(),
-            "agent_steps": replay.agent_steps,
-            "env_steps": replay.agent_steps * self.cfg.wrappers.action_repeat,
-            "learner_updates": learner.updates,
-            "weights_version": learner.weights_version,
-            "policy_lag": lag_median,
-            "policy_lag_p90": lag_p90,
-            "sample_age": None if math.isnan(replay.sample_age) else replay.sample_age,
-            "demo_fraction_held": replay.demo_fraction_held,
-            "replay_size": replay.replay_size,
-            "agent_steps_per_s": (replay.agent_steps - prev.agent_steps) / dt,
-            "updates_per_s": (learner.updates - prev.updates) / dt,
-            "learner_idle_frac": min(1.0, (learner.wait_s - prev.wait_s) / dt),
-            "replay_ratio_held": replay.replay_ratio_held,
-            "episodes": replay.episodes_total,
-            "episode_return_mean": float(np.mean(self._returns)) if self._returns else None,
-            "worker_restarts": self.counters["worker_restarts"],
-            "learner_restarts": self.counters["learner_restarts"],
-            **{f"loss/{k}": v for k, v in sorted(learner.losses.items())},
-        }
+        record = MetricsRecord(
+            time=time.time(),
+            agent_steps=replay.agent_steps,
+            env_steps=replay.agent_steps * self.cfg.wrappers.action_repeat,
+            learner_updates=learner.updates,
+            weights_version=learner.weights_version,
+            policy_lag=lag_median,
+            policy_lag_p90=lag_p90,
+            sample_age=None if math.isnan(replay.sample_age) else replay.sample_age,
+            demo_fraction_held=replay.demo_fraction_held,
+            replay_size=replay.replay_size,
+            agent_steps_per_s=(replay.agent_steps - prev.agent_steps) / dt,
+            updates_per_s=(learner.updates - prev.updates) / dt,
+            learner_idle_frac=min(1.0, (learner.wait_s - prev.wait_s) / dt),
+            replay_ratio_held=replay.replay_ratio_held,
+            episodes=replay.episodes_total,
+            episode_return_mean=float(np.mean(self._returns)) if self._returns else None,
+            worker_restarts=self.counters.worker_restarts,
+            learner_restarts=self.counters.learner_restarts,
+            losses=dict(learner.losses),
+        )
         if eval_record is not None:
-            record.update(eval_record.as_metrics())
-            record["eval_max_episode_steps"] = self.cfg.eval.max_episode_steps
-        self.run.log_metrics(record)
-        self.wandb.log(record, record["agent_steps"])
+            record = record.with_eval(eval_record, self.cfg.eval.max_episode_steps)
+        line = record.to_json()
+        self.run.log_metrics(line)
+        self.wandb.log(line, record.agent_steps)
         if eval_record is not None:
             self._log_media(eval_record)
         if progress is not None:
-            progress.update(record)
+            progress.update(line)
         return record, _Previous(now, replay.agent_steps, learner.updates, learner.wait_s)
 
     @staticmethod
@@ -404,15 +405,9 @@ class Driver:
         """Learner state and counters in one atomic file; replay snapshot beside it."""
         agent = ray.get(self.learner.state.remote())
         # The replay's counters as its snapshot holds them (taken with its chunks).
-        replay_state = ray.get(self.replay.snapshot.remote())
-        state = {"agent": agent, "replay": replay_state, "counters": dict(self.counters)}
-        path = save_checkpoint(
-            self.run.checkpoints,
-            agent_steps,
-            state,
-            fingerprint(self.cfg),
-            self.cfg.keep_checkpoints,
-        )
+        replay = ReplayCounters.from_dict(ray.get(self.replay.snapshot.remote()))
+        payload = CheckpointPayload(agent, replay, dataclasses.replace(self.counters))
+        path = save_run_checkpoint(self.run.checkpoints, agent_steps, payload, self.cfg)
         log.info("checkpoint %s", path)
         return path
 

@@ -1,5 +1,5 @@
-"""How a run stops and comes back: the stop sequence, Ctrl-C and SIGTERM, a checkpoint's granted
-updates.
+"""How a run stops: the stop sequence, Ctrl-C and SIGTERM (a checkpoint's granted updates, for
+coming back: ``records.CheckpointPayload.granted_updates``).
 
 Used by the driver and by the benchmarks that run its actors themselves.
 """
@@ -15,16 +15,6 @@ import ray
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """Ctrl-C, and what `ray job stop`, Kubernetes, schedulers and `timeout` send."""
-
-
-def granted_updates(payload: dict) -> int:
-    """Updates of a checkpoint's learner that the replay's rate limiter granted (all but the
-    pretraining on demonstrations)."""
-    updates = int(payload["agent"]["num_updates"])
-    if "pretrain_updates" in payload["counters"]:
-        return updates - int(payload["counters"]["pretrain_updates"])
-    # Checkpoints from before the count was kept: the limiter's count, at most the updates.
-    return min(updates, int(payload["replay"]["limiter"]["samples"]))
 
 
 def stop_run(workers: list, replay, learner, pending: list, timeout: float = 30.0) -> None:

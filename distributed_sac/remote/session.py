@@ -24,6 +24,7 @@ from distributed_sac.config import (
     flag,
     validate,
 )
+from distributed_sac.records import CheckpointPayload
 from distributed_sac.run_dir import (
     RunDir,
     RunDirError,
@@ -67,7 +68,7 @@ class Plan:
     run: RunDir
     resume: bool
     meta: dict[str, Any]
-    checkpoint: tuple[Path, dict] | None = None
+    checkpoint: tuple[Path, CheckpointPayload] | None = None
 
 
 def resumable(path: str) -> bool:
