@@ -101,8 +101,12 @@ def node_port_args(head: bool) -> list[str]:
     ]  # fmt: skip
     if head:
         names.append("--ray-client-server-port")
-    args = [f"{name}={port}" for name, port in zip(names, free_ports(len(names)), strict=True)]
     first = free_port_range(WORKER_PORTS)
+    workers = range(first, first + WORKER_PORTS)
+    ports = free_ports(len(names))
+    while any(p in workers for p in ports):  # a free port inside the worker range collides
+        ports = free_ports(len(names))
+    args = [f"{name}={port}" for name, port in zip(names, ports, strict=True)]
     return [*args, f"--min-worker-port={first}", f"--max-worker-port={first + WORKER_PORTS - 1}"]
 
 
