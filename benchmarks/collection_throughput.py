@@ -78,7 +78,7 @@ def single_process(cfg: TrainConfig, seconds: float) -> dict[str, float]:
     policy = Policy(
         cfg.wrappers.obs_shape, env_action_dim(cfg.env), cfg.agent, cfg.seed, cfg.wrappers.channels
     )
-    policy.version = 0
+    policy.weights_version = 0
     for _ in range(10):
         rollout.step(policy, explore=False)
     steps, cpu, wall = 0, time.process_time(), time.perf_counter()

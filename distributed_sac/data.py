@@ -100,7 +100,7 @@ class FeedRequest(NamedTuple):
     """Rate-limited updates this learner has been granted in the feeds it applied (made, or
     being made); the replay's limiter takes it as its count, so nothing lost or repeated
     skews the ratio. Pretraining updates are not counted."""
-    version: int = 0
+    weights_version: int = 0
     """The learner's update count (the weights version it would publish): sample ages."""
     pretrain: bool = False
     """Demonstrations only, outside the rate limiter (before collection)."""
@@ -157,7 +157,7 @@ class AddReply(NamedTuple):
 class WeightsReply(NamedTuple):
     """The replay's answer to a worker's ``weights`` call, sent once there is news."""
 
-    version: int
+    weights_version: int
     """Newest published weights version the replay knows (-1: none yet)."""
     weights: list | None
     """``[ObjectRef]`` of those weights when they differ from the worker's (a list keeps Ray
@@ -204,7 +204,8 @@ class WorkerStats(NamedTuple):
     worker: int
     steps: int
     steps_per_s: float
-    policy_version: int
+    weights_version: int
+    """The weights version the worker acts with (-1: none yet)."""
     node_id: str
     acting_lag: np.ndarray
     """int64: updates the acting weights were behind the newest published, per step since the

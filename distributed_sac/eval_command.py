@@ -196,7 +196,7 @@ def evaluate_loaded(
     cap = cfg.eval.max_episode_steps if max_steps is None else max_steps
     source = "the run's --eval.max-episode-steps" if max_steps is None else "--max-steps"
     if echo:
-        print(f"checkpoint {ckpt} ({cfg.env}, {policy.version} learner updates)")
+        print(f"checkpoint {ckpt} ({cfg.env}, {policy.weights_version} learner updates)")
         print(f"episodes capped at {cap} agent steps ({source}), as training-time evaluation is")
     video_path = Path(video) if video else None
     if video_path is not None:
@@ -216,7 +216,7 @@ def evaluate_loaded(
         "checkpoint": str(ckpt),
         "env": cfg.env,
         "agent_steps": _agent_steps(ckpt),
-        "learner_updates": policy.version,
+        "learner_updates": policy.weights_version,
         "seed": seed,
         "max_episode_steps": cap,
         **returns_report(result.returns, cfg.env),

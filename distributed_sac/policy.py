@@ -24,7 +24,8 @@ class PolicyWeights(NamedTuple):
     The learner publishes them as numpy arrays: they pickle about 4x faster than tensors.
     """
 
-    version: int
+    weights_version: int
+    """The learner's update count when they were taken."""
     state: dict[str, torch.Tensor | np.ndarray]
 
 
@@ -87,7 +88,8 @@ class Policy:
         self.actor = build_actor(self.obs_shape, action_dim, cfg, convs=None, channels=channels)
         self.generator = torch.Generator().manual_seed(seed)
         init_weights(self.actor, self.generator)
-        self.version = -1
+        self.weights_version = -1
+        """The version of the weights loaded (-1: the initial random ones)."""
 
     def load(self, weights: PolicyWeights) -> None:
         """Take the given weights and their version."""
@@ -99,7 +101,7 @@ class Policy:
                 for k, v in weights.state.items()
             }
         )
-        self.version = weights.version
+        self.weights_version = weights.weights_version
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions in [-1, 1], float32 (B, A), for uint8 (B, S * C, H, W) observations."""

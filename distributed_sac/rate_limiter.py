@@ -3,9 +3,11 @@
 In the spirit of DeepMind Reverb's ``SampleToInsertRatio`` (Cassirer et al. 2021): with
 ``I`` transitions inserted, ``U`` learner updates done, ratio ``r`` and ``min_size`` ``m``, the
 error ``e = U - r * (I - m)`` is kept within ``[-slack, +slack]`` once ``I >= m``, where
-``slack = max(r * chunk_length + 1, tolerance * r * (I - m))``. The relative term holds the
-run's ratio ``U / (I - m)`` within ``tolerance`` of ``r``; the floor gives one chunk of room
-either side so neither side stalls on every chunk early in the run.
+``slack = max(r * max_insert + 1, tolerance * r * (I - m))``, ``max_insert`` being the most
+transitions one insert brings (the replay's ``ReplaySpec.max_insert``: an ``add`` call's worth of
+chunks). The relative term holds the run's ratio ``U / (I - m)`` within ``tolerance`` of ``r``;
+the floor gives one insert of room either side so neither side stalls on every insert early in
+the run.
 
 A run ends exactly: with ``max_inserts`` (the run's ``total_steps``) the learner never runs
 more than ``floor(r * (max_inserts - m))`` updates, and after ``finish`` (collection over) it
@@ -19,9 +21,9 @@ No deadlock (at every state at least one side may proceed):
   budget is spent), ``can_insert`` answers True for any ``n``: waiting workers are never
   refused while the learner waits for data.
 
-That liveness clause never breaks the lower bound for inserts of at most ``chunk_length``:
+That liveness clause never breaks the lower bound for inserts of at most ``max_insert``:
 it fires only when ``e > slack - 1``, so after inserting ``n`` the error is above
-``slack - 1 - r * n >= -slack`` because ``2 * slack >= 2 * r * chunk_length + 2 > r * n + 1``.
+``slack - 1 - r * n >= -slack`` because ``2 * slack >= 2 * r * max_insert + 2 > r * n + 1``.
 Crossing ``min_size`` leaves ``e >= -r * n > -slack`` for the same reason, and updates stop
 at ``+slack``; slack never shrinks as ``I`` grows, so ``-slack <= e <= slack`` holds throughout.
 A refusal for the budget has ``U = r * (max_inserts - m) >= r * (I - m)``, so ``e >= 0`` and
@@ -43,18 +45,20 @@ class RateLimiter:
         replay_ratio: float,
         min_size: int,
         tolerance: float = 0.1,
-        chunk_length: int = 64,
+        max_insert: int = 64,
         max_inserts: int | None = None,
     ) -> None:
-        if replay_ratio <= 0 or min_size < 0 or tolerance < 0 or chunk_length < 1:
+        """``max_insert``: the most transitions one ``insert`` brings (the slack floor);
+        ``max_inserts``: the run's total, past which the learner gets no updates."""
+        if replay_ratio <= 0 or min_size < 0 or tolerance < 0 or max_insert < 1:
             raise ValueError(
-                "need replay_ratio > 0, min_size >= 0, tolerance >= 0, chunk_length >= 1, got "
-                f"{replay_ratio}, {min_size}, {tolerance}, {chunk_length}"
+                "need replay_ratio > 0, min_size >= 0, tolerance >= 0, max_insert >= 1, got "
+                f"{replay_ratio}, {min_size}, {tolerance}, {max_insert}"
             )
         self.replay_ratio = float(replay_ratio)
         self.min_size = int(min_size)
         self.tolerance = float(tolerance)
-        self.min_slack = self.replay_ratio * chunk_length + 1.0
+        self.min_slack = self.replay_ratio * max_insert + 1.0
         self.max_inserts = max_inserts
         self.inserts = 0
         self.samples = 0

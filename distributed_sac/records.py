@@ -145,11 +145,11 @@ class MetricsRecord:
     """Learner updates made, pretraining on demonstrations included."""
     weights_version: int
     """Version of the learner's newest published weights."""
-    policy_lag: float | None
+    acting_lag: float | None
     """Per agent step since the previous record, the updates the acting weights were behind the
     newest published at that step (their delivery included), median over the workers; None
     before any step was measured."""
-    policy_lag_p90: float | None
+    acting_lag_p90: float | None
     """90th percentile of the same."""
     sample_age: float | None
     """The learner's update count minus the weights version that collected the sampled data

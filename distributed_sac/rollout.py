@@ -19,7 +19,7 @@ from distributed_sac.envs import make_env
 
 
 class ActsOnBatches(Protocol):
-    version: int
+    weights_version: int
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray: ...
 
@@ -106,7 +106,7 @@ class Rollout:
             version = None
         else:
             actions = policy.act(self._obs, deterministic=False)
-            version = policy.version
+            version = policy.weights_version
         actions = actions.astype(np.float32)
         chunks: list[Chunk] = []
         episodes: list[EpisodeStats] = []

@@ -243,9 +243,9 @@ def test_policy_acts_like_the_agent_and_keeps_its_copy(frame_diff: bool) -> None
     agent = make_agent(seed=2, frame_diff=frame_diff)
     agent.update(make_batch(0))
     policy = Policy(OBS_SHAPE, ACTION_DIM, dataclasses.replace(CFG, frame_diff=frame_diff), seed=5)
-    assert policy.version == -1
+    assert policy.weights_version == -1
     weights = agent.policy_weights()
-    assert weights.version == 1
+    assert weights.weights_version == 1
     assert {k.split(".")[0] + "." + k.split(".")[1] for k in weights.state} == {
         "encoder.convs",
         "encoder.proj",
@@ -254,7 +254,7 @@ def test_policy_acts_like_the_agent_and_keeps_its_copy(frame_diff: bool) -> None
         "trunk.4",
     }
     policy.load(weights)
-    assert policy.version == 1
+    assert policy.weights_version == 1
     obs = make_batch(1).obs
     expected = agent.act(obs, deterministic=True)
     np.testing.assert_array_equal(policy.act(obs, deterministic=True), expected)

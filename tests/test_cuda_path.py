@@ -171,7 +171,7 @@ def test_policy_weights_and_observations_from_ray_load_and_act_without_a_view(
     agent = make_agent()
     weights = agent.policy_weights()
     published = PolicyWeights(  # as the learner publishes them: numpy, read-only once in Ray
-        weights.version, {k: read_only(v.numpy()) for k, v in weights.state.items()}
+        weights.weights_version, {k: read_only(v.numpy()) for k, v in weights.state.items()}
     )
     policy = Policy(OBS_SHAPE, ACTION_DIM, CFG)
     policy.load(published)

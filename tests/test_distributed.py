@@ -71,7 +71,7 @@ def test_new_weight_versions_reach_the_workers(finished_run):
     cfg, _, record, worker_stats = finished_run
     assert record["weights_version"] > 0
     for stats in worker_stats:
-        assert stats.policy_version > 0, stats
+        assert stats.weights_version > 0, stats
         assert stats.steps > 0
 
 
@@ -85,8 +85,8 @@ def test_metrics_jsonl_is_well_formed(finished_run):
         "agent_steps",
         "learner_updates",
         "weights_version",
-        "policy_lag",
-        "policy_lag_p90",
+        "acting_lag",
+        "acting_lag_p90",
         "sample_age",
         "replay_size",
         "agent_steps_per_s",
@@ -98,7 +98,7 @@ def test_metrics_jsonl_is_well_formed(finished_run):
     steps = [r["agent_steps"] for r in records]
     assert steps == sorted(steps)
     assert any(r.get("eval_return_mean") is not None for r in records)
-    lags = [r["policy_lag"] for r in records if r["policy_lag"] is not None]
+    lags = [r["acting_lag"] for r in records if r["acting_lag"] is not None]
     assert lags and all(0 <= lag <= 10 * 10 for lag in lags)  # publish_every 10 in tiny
 
 
@@ -152,7 +152,7 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     before = ray.get(ray.get(learner.latest_weights.remote())[1][0])
     assert ray.get(learner.pretrain.remote(replay, 6)) == 6
     after = ray.get(ray.get(learner.latest_weights.remote())[1][0])
-    assert after.version == 6
+    assert after.weights_version == 6
     moved = [k for k in before.state if not np.array_equal(before.state[k], after.state[k])]
     assert any(k.startswith("trunk") for k in moved) and any("convs" in k for k in moved)
 

@@ -154,8 +154,8 @@ def test_a_checkpoints_granted_updates_leave_out_the_pretraining():
 
 
 METRICS_KEYS = [
-    "time", "agent_steps", "env_steps", "learner_updates", "weights_version", "policy_lag",
-    "policy_lag_p90", "sample_age", "demo_fraction_held", "replay_size", "agent_steps_per_s",
+    "time", "agent_steps", "env_steps", "learner_updates", "weights_version", "acting_lag",
+    "acting_lag_p90", "sample_age", "demo_fraction_held", "replay_size", "agent_steps_per_s",
     "updates_per_s", "learner_idle_frac", "replay_ratio_held", "episodes",
     "episode_return_mean", "worker_restarts", "learner_restarts",
 ]  # fmt: skip

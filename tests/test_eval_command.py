@@ -33,7 +33,7 @@ PENDULUM_FRAME = (500, 500 + 15 * 32, 3)
 class ZeroTorque:
     """Acts 0 in [-1, 1], which the env maps onto zero torque."""
 
-    version = 0
+    weights_version = 0
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         assert deterministic and obs.dtype == np.uint8
@@ -115,7 +115,7 @@ def test_checkpoint_loads_into_the_agents_policy(trained_run):
     assert resolve(str(run.path)) == (ckpt, cfg)
     assert resolve(str(ckpt)) == (ckpt, cfg)
     policy = load_policy(ckpt, cfg)
-    assert policy.version == 37
+    assert policy.weights_version == 37
     obs = np.random.default_rng(0).integers(0, 256, (5, *cfg.wrappers.obs_shape), dtype=np.uint8)
     expected = agent.act(obs, deterministic=True)
     np.testing.assert_allclose(policy.act(obs, deterministic=True), expected, atol=1e-5)

@@ -303,10 +303,10 @@ def test_sample_age_counts_in_weights_versions_and_is_never_negative():
     for _ in range(4):  # acted by weights after 1,000 pretraining updates
         for chunk in ref.episode_chunks():
             server.add(0, [chunk._replace(weights_version=1000)], [])
-    server.feed(FeedRequest(ReplayMirror().state(), 4, 0, version=1010))
+    server.feed(FeedRequest(ReplayMirror().state(), 4, 0, weights_version=1010))
     assert server.stats().sample_age == 10.0
     # A learner restarted from an older checkpoint counts from below the data's version.
-    server.feed(FeedRequest(ReplayMirror().state(), 4, 4, version=900))
+    server.feed(FeedRequest(ReplayMirror().state(), 4, 4, weights_version=900))
     assert server._sample_ages[-1] == 0.0
 
 
@@ -317,11 +317,11 @@ def test_weights_calls_answer_on_news_and_a_restarted_learner_replaces_the_dead_
     server.set_weights(40, ["old40"], 100.0)
     server.set_weights(30, ["late30"], 101.0)  # older than what it holds: ignored
     reply = server.weights(-1, wait_s=0.01)
-    assert (reply.version, reply.weights) == (40, ["old40"])
+    assert (reply.weights_version, reply.weights) == (40, ["old40"])
     assert server.weights(40, wait_s=0.01).weights is None  # it has them: no news
     server.set_weights(20, ["new20"], 102.0, replace=True)
     reply = server.weights(40, since=0.0, wait_s=0.01)  # lower, but what acts now
-    assert (reply.version, reply.weights) == (20, ["new20"])
+    assert (reply.weights_version, reply.weights) == (20, ["new20"])
     assert reply.publishes == ((20, 102.0),)  # the dead learner's history is gone
 
 

@@ -9,7 +9,7 @@ from distributed_sac.rate_limiter import RateLimiter
 
 
 def test_before_min_size_only_inserts_are_allowed():
-    rl = RateLimiter(replay_ratio=1.0, min_size=10, chunk_length=4)
+    rl = RateLimiter(replay_ratio=1.0, min_size=10, max_insert=4)
     assert rl.can_insert(1000) and not rl.can_sample()
     rl.insert(9)
     assert not rl.can_sample() and rl.grant(5) == 0
@@ -19,8 +19,8 @@ def test_before_min_size_only_inserts_are_allowed():
 
 
 def test_gates_at_exact_slack():
-    # ratio 2, chunk 4: min_slack = 2 * 4 + 1 = 9 updates either side of the target.
-    rl = RateLimiter(replay_ratio=2.0, min_size=10, tolerance=0.1, chunk_length=4)
+    # ratio 2, max insert 4: min_slack = 2 * 4 + 1 = 9 updates either side of the target.
+    rl = RateLimiter(replay_ratio=2.0, min_size=10, tolerance=0.1, max_insert=4)
     rl.insert(10)
     assert rl.slack == 9.0 and rl.error == 0.0
     assert rl.can_sample(9) and not rl.can_sample(10) and rl.grant(100) == 9
@@ -38,18 +38,18 @@ def test_gates_at_exact_slack():
 
 
 def test_workers_are_never_refused_while_the_learner_waits():
-    rl = RateLimiter(replay_ratio=1.0, min_size=0, chunk_length=4)
+    rl = RateLimiter(replay_ratio=1.0, min_size=0, max_insert=4)
     rl.sample(5)  # learner at +slack exactly
     assert not rl.can_sample()
     assert rl.can_insert(1000)
 
 
 def test_finish_lets_the_learner_drain_to_the_ratio_exactly():
-    rl = RateLimiter(replay_ratio=2.0, min_size=10, chunk_length=4)
+    rl = RateLimiter(replay_ratio=2.0, min_size=10, max_insert=4)
     rl.insert(3)
     rl.finish()
     assert rl.closed and not rl.can_sample(1) and rl.grant(5) == 0 and rl.can_insert(1)
-    rl = RateLimiter(replay_ratio=2.0, min_size=10, chunk_length=4)
+    rl = RateLimiter(replay_ratio=2.0, min_size=10, max_insert=4)
     rl.insert(30)
     rl.sample(25)  # learner behind: 40 updates are due
     rl.finish()
@@ -59,7 +59,7 @@ def test_finish_lets_the_learner_drain_to_the_ratio_exactly():
 
 
 def test_budget_caps_updates_at_the_runs_ratio_and_inserts_go_on():
-    rl = RateLimiter(replay_ratio=1.0, min_size=10, chunk_length=4, max_inserts=30)
+    rl = RateLimiter(replay_ratio=1.0, min_size=10, max_insert=4, max_inserts=30)
     rl.insert(28)
     assert rl.grant(100) == 20  # the budget r * (30 - 10), not the slack (18 + 5)
     rl.sample(20)
@@ -70,12 +70,12 @@ def test_budget_caps_updates_at_the_runs_ratio_and_inserts_go_on():
 
 
 def test_state_dict_round_trip_and_bad_input():
-    rl = RateLimiter(replay_ratio=0.5, min_size=5, chunk_length=8)
+    rl = RateLimiter(replay_ratio=0.5, min_size=5, max_insert=8)
     rl.insert(20)
     rl.sample(3)
     state = rl.state_dict()
     assert state == {"inserts": 20, "samples": 3, "closed": False}
-    other = RateLimiter(0.5, 5, chunk_length=8)
+    other = RateLimiter(0.5, 5, max_insert=8)
     other.load_state_dict({**state, "insert_refusals": 0, "sample_refusals": 0})  # older files
     assert other.state_dict() == state and other.error == rl.error == 3 - 0.5 * 15
     with pytest.raises(ValueError, match="lacks"):
@@ -117,7 +117,7 @@ def test_random_runs_never_deadlock_and_stay_within_slack():
 def test_long_run_holds_ratio_within_tolerance(ratio, learner_speed):
     # Learner `learner_speed` times as fast as the target needs: it is throttled at the upper
     # bound, or the workers run ahead and are throttled at the lower one.
-    rl = RateLimiter(ratio, min_size=1000, tolerance=0.1, chunk_length=64)
+    rl = RateLimiter(ratio, min_size=1000, tolerance=0.1, max_insert=64)
     rng = np.random.default_rng(1)
     worker_clock = learner_clock = 0.0
     refusals = {"insert": 0, "sample": 0}

@@ -67,7 +67,7 @@ class RgbCountingEnv(CountingEnv):
 
 class VersionedPolicy:
     def __init__(self) -> None:
-        self.version = 5
+        self.weights_version = 5
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         assert obs.dtype == np.uint8 and obs.shape[1:] == (STACK, SIDE, SIDE)
@@ -118,7 +118,7 @@ def test_chunks_carry_the_oldest_acting_version_and_none_when_random(rollout):
 
     def step(version: int | None) -> list:
         if version is not None:
-            policy.version = version
+            policy.weights_version = version
         return rollout.step(policy, explore=version is None)[0]
 
     assert step(None) == [] and step(None) == []

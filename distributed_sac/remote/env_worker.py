@@ -78,7 +78,7 @@ class EnvWorker:
         num_envs = len(self.rollout.envs)
         while not done and not self._stop.is_set():
             explore = self._global_steps < self.cfg.rollout.exploration_steps
-            acting = self.policy.version >= 0 and not explore
+            acting = self.policy.weights_version >= 0 and not explore
             chunks, episodes = self.rollout.step(self.policy if acting else None, explore)
             if acting:
                 with self._lag_lock:
@@ -128,11 +128,11 @@ class EnvWorker:
             self.weights.lost()  # published by a learner that has died since: keep acting
             return
         self.policy.load(weights)
-        self.weights.loaded(weights.version)
-        self._first_use[weights.version] = time.time()
+        self.weights.loaded(weights.weights_version)
+        self._first_use[weights.weights_version] = time.time()
         while len(self._first_use) > FIRST_USE_KEPT:
             del self._first_use[min(self._first_use)]
-        self.telemetry.policy_version(self.policy.version)
+        self.telemetry.weights_version(self.policy.weights_version)
 
     def _add(self, chunks: list, episodes: list) -> ray.ObjectRef:
         return self.replay.add.remote(self.index, chunks, episodes)
@@ -157,7 +157,7 @@ class EnvWorker:
             worker=self.index,
             steps=self.rollout.steps,
             steps_per_s=self._steps_per_s,
-            policy_version=self.policy.version,
+            weights_version=self.policy.weights_version,
             node_id=ray.get_runtime_context().get_node_id(),
             acting_lag=lag,
             first_use=dict(self._first_use),

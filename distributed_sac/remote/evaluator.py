@@ -46,7 +46,7 @@ class Evaluator:
         self.telemetry.record(result.mean)
         return EvalRecord(
             agent_steps,
-            weights.version,
+            weights.weights_version,
             result.mean,
             result.std,
             float(sum(result.lengths) / len(result.lengths)),

@@ -99,7 +99,7 @@ class WeightsPublisher:
     """A thread that turns device weight copies into numpy ``PolicyWeights`` in the object store.
 
     Newest wins: a publish asked for while the previous one is still being put replaces any
-    waiting one. ``on_published(version, ref)`` runs on the thread. An exception there ends
+    waiting one. ``on_published(weights_version, ref)`` runs on the thread. An exception there ends
     the thread and is kept in ``error``; ``submit`` and ``flush`` then raise ``PublishError``.
     """
 
@@ -119,14 +119,14 @@ class WeightsPublisher:
                 f"publishing weights failed: {type(self.error).__name__}: {self.error}"
             ) from self.error
 
-    def submit(self, version: int, state: dict[str, torch.Tensor]) -> None:
+    def submit(self, weights_version: int, state: dict[str, torch.Tensor]) -> None:
         self.check()
         self._idle.clear()
         try:
             self._pending.get_nowait()
         except queue.Empty:
             pass
-        self._pending.put((version, state))
+        self._pending.put((weights_version, state))
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every submitted publish is in the object store."""
@@ -136,17 +136,17 @@ class WeightsPublisher:
     def _loop(self) -> None:
         try:
             while True:
-                version, state = self._pending.get()
-                self._publish(version, state)
+                weights_version, state = self._pending.get()
+                self._publish(weights_version, state)
                 if self._pending.empty():
                     self._idle.set()
         except BaseException as exc:  # kept for the update loop, which stops the run with it
             self.error = exc
             self._idle.set()
 
-    def _publish(self, version: int, state: dict[str, torch.Tensor]) -> None:
-        weights = PolicyWeights(version, {k: v.cpu().numpy() for k, v in state.items()})
-        self._on_published(version, ray.put(weights))
+    def _publish(self, weights_version: int, state: dict[str, torch.Tensor]) -> None:
+        weights = PolicyWeights(weights_version, {k: v.cpu().numpy() for k, v in state.items()})
+        self._on_published(weights_version, ray.put(weights))
 
 
 class Learner:
@@ -205,35 +205,38 @@ class Learner:
     def publish(self, wait: bool = False) -> int:
         """Hand a device copy of the inference weights to the publisher thread."""
         with self._lock:
-            version = self.agent.num_updates
+            weights_version = self.agent.num_updates
             state = {k: v.detach().clone() for k, v in self.agent.actor.state_dict().items()}
-        self._publisher.submit(version, state)
+        self._publisher.submit(weights_version, state)
         if wait:
             self._publisher.flush()
-        return version
+        return weights_version
 
-    def _published(self, version: int, ref: ray.ObjectRef) -> None:
-        self._weights, self._published_at = (version, ref), time.time()
+    def _published(self, weights_version: int, ref: ray.ObjectRef) -> None:
+        self._weights, self._published_at = (weights_version, ref), time.time()
         with self._times_lock:
-            self._publish_times.append((version, self._published_at))
-        self.telemetry.weights_version(version)
+            self._publish_times.append((weights_version, self._published_at))
+        self.telemetry.weights_version(weights_version)
         if self.replay is not None:
-            self.replay.set_weights.remote(version, [ref], self._published_at)
+            self.replay.set_weights.remote(weights_version, [ref], self._published_at)
 
     def attach(self, replay: ray.actor.ActorHandle) -> None:
         """The replay actor that hands published weights to the workers; this learner's
         weights replace whatever it holds (those of a learner that died)."""
         self.replay = replay
         self._publisher.flush()
-        version, ref = self._weights
+        weights_version, ref = self._weights
         if ref is not None:
-            ray.get(replay.set_weights.remote(version, [ref], self._published_at, replace=True))
+            publish = replay.set_weights.remote(
+                weights_version, [ref], self._published_at, replace=True
+            )
+            ray.get(publish)
 
     def latest_weights(self) -> tuple[int, list[ray.ObjectRef] | None]:
-        """(version, ``[ref]``) of the newest published weights (evaluator, tests)."""
+        """(weights version, ``[ref]``) of the newest published weights (evaluator, tests)."""
         self._publisher.flush()
-        version, ref = self._weights
-        return version, None if ref is None else [ref]
+        weights_version, ref = self._weights
+        return weights_version, None if ref is None else [ref]
 
     # -- the update loop ----------------------------------------------------------------------
 

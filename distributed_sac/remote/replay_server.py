@@ -18,7 +18,9 @@ guards the buffer; each side waits on its own condition and is woken one call at
 
 Weights reach the env workers without polling the learner: the learner hands each publish to
 ``set_weights``, and every worker keeps one ``weights`` call parked here (a thread each in
-their own group), answered as soon as a publish differs from what the worker has.
+their own group), answered as soon as a publish differs from what the worker has. Both calls
+go to the replay's ``WeightsBoard`` (``weights_board.py``), which has its own lock: a publish
+waking every parked worker never holds up ``add`` or ``feed`` on the buffer's lock.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from collections import deque
 import numpy as np
 import ray
 
-from distributed_sac.acting_lag import PublishHistory
 from distributed_sac.data import (
     AddReply,
     Chunk,
@@ -47,6 +48,7 @@ from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
 from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
 from distributed_sac.snapshot import SnapshotWriter, read_demos, restore_snapshot, write_demos
+from distributed_sac.weights_board import WeightsBoard
 
 ADD_WAIT_S = 1.0
 """Longest an ``add`` waits on the rate limiter before answering ``throttled``."""
@@ -79,13 +81,12 @@ class ReplayServer:
         self._lock = threading.Lock()
         self._insert_ready = threading.Condition(self._lock)
         self._sample_ready = threading.Condition(self._lock)
-        self._weights_changed = threading.Condition(self._lock)
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
         self._worker_steps: dict[int, int] = {}
         self._demo_rows = deque(maxlen=64)  # (demo rows, batch rows) of recent granted feeds
-        self._weights: tuple[int, list | None] = (-1, None)
-        self._publishes = PublishHistory()
+        self.board = WeightsBoard()
+        """The newest published weights and their history, handed to the workers."""
         self._sample_ages: deque[float] = deque(maxlen=64)
         self.add_wait_s, self.feed_wait_s, self.weights_wait_s = (
             ADD_WAIT_S,
@@ -156,7 +157,7 @@ class ReplayServer:
         if inserted:
             self.limiter.insert(inserted)
             if self.agent_steps >= self.spec.total_steps:
-                self.limiter.finish()  # collection is over: the learner drains to the ratio
+                self._finish()  # collection is over: the learner drains to the ratio
             self._worker_steps[worker] = self._worker_steps.get(worker, 0) + inserted
             self.telemetry.inserted(inserted)
             self.telemetry.size(len(self.buffer))
@@ -193,7 +194,7 @@ class ReplayServer:
             demos = None
             if self.demos is not None and mirror.demos != self.demos_id:
                 demos = self.demos.run_since(self.demos.layout.first_seq)
-            demo_idx, replay_idx = self._draw(k, request.pretrain, request.version)
+            demo_idx, replay_idx = self._draw(k, request.pretrain, request.weights_version)
             if k and not request.pretrain:
                 self.limiter.sample(k)
                 self.telemetry.sampled(k)
@@ -239,7 +240,7 @@ class ReplayServer:
             return 0
         return self.limiter.grant(updates)
 
-    def _draw(self, k: int, pretrain: bool, version: int) -> tuple[np.ndarray, np.ndarray]:
+    def _draw(self, k: int, pretrain: bool, weights_version: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.spec.batch_size
         if pretrain:
             return self.rng.integers(0, len(self.demos), (k, b)), np.empty((k, 0), np.int64)
@@ -255,7 +256,7 @@ class ReplayServer:
             if acted.size:
                 # Both in weights versions (every update, pretraining too). A learner restarted
                 # from an older checkpoint counts from below the data's versions: age 0 then.
-                self._sample_ages.append(max(0.0, float(version - np.median(acted))))
+                self._sample_ages.append(max(0.0, float(weights_version - np.median(acted))))
                 self.telemetry.sample_age(self._sample_ages[-1])
         return demo_idx, replay_idx
 
@@ -294,21 +295,14 @@ class ReplayServer:
 
     @ray.method(concurrency_group="control")
     def set_weights(
-        self, version: int, weights: list, published_at: float, replace: bool = False
+        self, weights_version: int, weights: list, published_at: float, replace: bool = False
     ) -> None:
-        """The newest published weights (``[ObjectRef]``), handed out with ``add`` replies.
+        """The newest published weights (``[ObjectRef]``), for the workers' ``weights`` calls.
 
         ``replace``: from a learner restarted from a checkpoint, whose versions start lower
-        again (the old learner's weights died with it).
+        again (the old learner's weights died with it); see ``WeightsBoard.publish``.
         """
-        with self._lock:
-            if replace:
-                self._publishes.clear()
-            elif version <= self._weights[0]:
-                return
-            self._weights = (version, weights)
-            self._publishes.add(version, published_at)
-            self._weights_changed.notify_all()  # every parked worker wants these
+        self.board.publish(weights_version, weights, published_at, replace)
 
     @ray.method(concurrency_group="weights")
     def weights(
@@ -316,31 +310,26 @@ class ReplayServer:
     ) -> WeightsReply:
         """The newest weights once they differ from ``have_version`` (a publish, or a restarted
         learner's), waiting at most ``wait_s`` (``WEIGHTS_WAIT_S``) for them: each worker keeps
-        one such call in flight, so weights reach it as soon as they are published.
+        one such call in flight, so weights reach it as soon as they are published. Once
+        collection is over it answers at once.
 
         ``since``: time of the worker's oldest step whose acting lag is not yet known.
         """
-        deadline = time.monotonic() + (self.weights_wait_s if wait_s is None else wait_s)
-        with self._lock:
-            while not self._done and (self._weights[1] is None or self._weights[0] == have_version):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._weights_changed.wait(left)
-            version, ref = self._weights
-            news = ref is not None and version != have_version
-            return WeightsReply(
-                version, ref if news else None, self._publishes.since(since), time.time()
-            )
+        wait_s = self.weights_wait_s if wait_s is None else wait_s
+        return self.board.wait(have_version, since, wait_s)
 
     @ray.method(concurrency_group="control")
     def close(self) -> None:
         """End collection: parked adds answer done; the learner drains what the ratio allows."""
         with self._lock:
-            self.limiter.finish()
+            self._finish()
             self._insert_ready.notify_all()  # once per run: every parked add must answer done
-            self._weights_changed.notify_all()
             self._sample_ready.notify()
+
+    def _finish(self) -> None:
+        """Collection is over: the limiter lets the learner drain, weights calls answer at once."""
+        self.limiter.finish()
+        self.board.close()
 
     # -- checkpoints and monitoring -----------------------------------------------------------
 
@@ -381,6 +370,8 @@ class ReplayServer:
         # A resumed run may collect further (a larger total); one restored after its last
         # step stays closed, or its learner would wait for steps that never come.
         self.limiter.closed = self.agent_steps >= self.spec.total_steps
+        if self.limiter.closed:
+            self.board.close()
         self._episodes_total = int(state["episodes_total"])
         self.rng.bit_generator.state = state["rng"]
         self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}

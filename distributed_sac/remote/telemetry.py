@@ -49,8 +49,8 @@ class WorkerTelemetry:
         self._steps_per_s = Gauge(
             "sac_worker_steps_per_s", "Agent steps per second of this worker.", ("worker",)
         ).set_default_tags(tags)
-        self._policy_version = Gauge(
-            "sac_worker_policy_version", "Weights version the worker acts with.", ("worker",)
+        self._weights_version = Gauge(
+            "sac_worker_weights_version", "Weights version the worker acts with.", ("worker",)
         ).set_default_tags(tags)
         self._acting_lag = Gauge(
             "sac_acting_lag_updates",
@@ -73,8 +73,8 @@ class WorkerTelemetry:
     def steps_per_s(self, value: float) -> None:
         self._steps_per_s.set(float(value))
 
-    def policy_version(self, version: int) -> None:
-        self._policy_version.set(int(version))
+    def weights_version(self, weights_version: int) -> None:
+        self._weights_version.set(int(weights_version))
 
     def acting_lag(self, median: float, p90: float) -> None:
         self._acting_lag.set(float(median), tags={"quantile": "0.5"})
@@ -151,8 +151,8 @@ class LearnerTelemetry:
     def temperature(self, alpha: float) -> None:
         self._alpha.set(float(alpha))
 
-    def weights_version(self, version: int) -> None:
-        self._weights_version.set(int(version))
+    def weights_version(self, weights_version: int) -> None:
+        self._weights_version.set(int(weights_version))
 
 
 class EvalTelemetry:

@@ -24,8 +24,8 @@ class WeightsClient:
 
     def __init__(self, replay: ray.actor.ActorHandle) -> None:
         self.replay = replay
-        self.version = -1
-        """The version acting now (-1: none yet)."""
+        self.weights_version = -1
+        """The weights version acting now (-1: none yet)."""
         self.lag = ActingLag()
         self._call: ray.ObjectRef | None = None
         self._fetch: ray.ObjectRef | None = None
@@ -33,20 +33,21 @@ class WeightsClient:
 
     def acted(self, n: int) -> None:
         """``n`` steps were just taken with the acting weights."""
-        if self.version >= 0:
-            self.lag.step(time.time(), self.version, n)
+        if self.weights_version >= 0:
+            self.lag.step(time.time(), self.weights_version, n)
 
     @property
     def _have(self) -> int:
-        return self._fetch_version if self._fetch is not None else self.version
+        return self._fetch_version if self._fetch is not None else self.weights_version
 
     def _take(self, reply: WeightsReply) -> None:
         self.lag.resolve(reply.publishes, reply.sent_at)
-        if reply.weights and reply.version not in (self.version, self._fetch_version):
-            self._fetch, self._fetch_version = reply.weights[0], reply.version
+        news = reply.weights_version
+        if reply.weights and news not in (self.weights_version, self._fetch_version):
+            self._fetch, self._fetch_version = reply.weights[0], news
 
     def poll(self) -> tuple[int, ray.ObjectRef] | None:
-        """Call once per step: (version, ref) of new weights once they are on this node, for
+        """Call once per step: (weights version, ref) of new weights once they are on this node, for
         the caller to load and then call ``loaded``; else None."""
         if self._call is not None and ray.wait([self._call], timeout=0)[0]:
             reply, self._call = ray.get(self._call), None
@@ -69,9 +70,10 @@ class WeightsClient:
         ref, self._fetch = self._fetch, None
         return self._fetch_version, ref
 
-    def loaded(self, version: int) -> None:
-        self.version = version
+    def loaded(self, weights_version: int) -> None:
+        """The fetched weights of ``weights_version`` act from now on."""
+        self.weights_version = weights_version
 
     def lost(self) -> None:
         """The fetched weights could not be read (their publisher died): wait for the next."""
-        self._fetch_version = self.version
+        self._fetch_version = self.weights_version
