@@ -24,15 +24,15 @@ from typing import Annotated, Literal
 import tyro
 
 from distributed_sac import __version__
-from distributed_sac.config import RULES, TrainConfig, field_value, flag, validate
-from distributed_sac.presets import PRESETS, describe
+from distributed_sac.config.fields import RULES, TrainConfig, field_value, flag, validate
+from distributed_sac.config.presets import PRESETS, describe
 
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 # `python launch.py ...` or the installed console script `distributed-sac ...`.
 PROG = "distributed-sac" if os.path.basename(sys.argv[0]) == "distributed-sac" else "launch.py"
 PresetName = Literal[tuple(PRESETS)]
-"""The names of the preset registry (distributed_sac/presets.py), the choices of --preset."""
+"""The names of the preset registry (distributed_sac/config/presets.py), the choices of --preset."""
 
 
 @dataclass
@@ -72,7 +72,7 @@ class EvalCommand:
     uses. Training's env j of worker i first resets with a 32-bit SeedSequence draw of (root
     seed, i, restarts) plus j and later episodes continue that env's generator; training-time
     evaluation resets with root seed + 10,000,000 + k (root seeds are below 2**31);
-    `record --seed S` demonstrations with S, S + 1, ... (distributed_sac/config.py)."""
+    `record --seed S` demonstrations with S, S + 1, ... (distributed_sac/config/fields.py)."""
     max_steps: int | None = None
     """Agent-step cap per episode; None takes the run's --eval.max-episode-steps."""
     json: str | None = None
@@ -210,7 +210,7 @@ def parse_train(argv: list[str], build_env: bool = True) -> TrainCommand:
     base = PRESETS[preset]()
     source = _value_of(argv, "--config")
     if source is not None:
-        from distributed_sac.run_dir import read_config
+        from distributed_sac.run.run_dir import read_config
 
         base, meta = read_config(source)
         # A new run: its own directory and W&B name, unless given.
@@ -220,12 +220,12 @@ def parse_train(argv: list[str], build_env: bool = True) -> TrainCommand:
     cmd = cli(TrainCommand, argv, f"{PROG} train", default=default)
     validate(cmd.config)
     if source is None and not cmd.resume and ":" in cmd.config.env:  # dmc: and gym: tasks
-        from distributed_sac.envs import with_env_defaults
+        from distributed_sac.envs.wrappers import with_env_defaults
 
         cmd = dataclasses.replace(cmd, config=with_env_defaults(cmd.config, given_fields(argv)))
         validate(cmd.config)
     if build_env and not cmd.resume:
-        from distributed_sac.envs import check_env
+        from distributed_sac.envs.wrappers import check_env
 
         check_env(cmd.config.env, cmd.config.wrappers)
     if cmd.pretrain_updates < 0:
@@ -295,7 +295,7 @@ def _train(argv: list[str]) -> int:
         plan = session.prepare(cmd.config, cmd.resume, given=given, meta=meta)
         chunks = None
         if cmd.demos:
-            from distributed_sac.demos import load_demos
+            from distributed_sac.replay.demos import load_demos
 
             chunks = load_demos(cmd.demos, plan.cfg.env, plan.cfg.wrappers)
     session.start(plan, chunks, cmd.pretrain_updates)
@@ -305,7 +305,7 @@ def _train(argv: list[str]) -> int:
 def _eval(argv: list[str]) -> int:
     with _usage_errors():
         cmd = cli(EvalCommand, argv, f"{PROG} eval")
-        from distributed_sac import eval_command
+        from distributed_sac.run import eval_command
 
         policy, ckpt, cfg = eval_command.load(
             cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps
@@ -414,7 +414,7 @@ def _at_least(value: int, option: str, floor: int) -> None:
 
 def _resume_sweep(own: list[str], train: list[str], path: str):
     """(the saved plan, True, --address) for `sweep --resume DIR [--address ADDR]`."""
-    from distributed_sac.sweep_plan import SweepPlan
+    from distributed_sac.run.sweep_plan import SweepPlan
 
     address = _value_of(train, "--address")
     rest = [a for a in train if a.split("=", 1)[0] != "--address" and a != address]
@@ -430,7 +430,7 @@ def _resume_sweep(own: list[str], train: list[str], path: str):
 def plan_sweep(argv: list[str]):
     """(plan, resume, address) from `launch.py sweep` flags, every configuration parsed and
     checked by `parse_train`; UsageError (exit 2) for anything wrong, before Ray starts."""
-    from distributed_sac.sweep_plan import Configuration, build_plan
+    from distributed_sac.run.sweep_plan import Configuration, build_plan
 
     own, train = split_sweep_argv(argv)
     if "-h" in train or "--help" in train:
@@ -481,7 +481,7 @@ def plan_sweep(argv: list[str]):
             raise UsageError(f"configuration {name}: {exc}") from None
         key = (parsed.config.env, parsed.config.wrappers)
         if parsed.demos and key not in checked_demos:
-            from distributed_sac.demos import load_demos
+            from distributed_sac.replay.demos import load_demos
 
             load_demos(parsed.demos, *key)
             checked_demos.add(key)
@@ -494,15 +494,15 @@ def plan_sweep(argv: list[str]):
                 pretrain_updates=parsed.pretrain_updates,
             )
         )
-    from distributed_sac.envs import check_env
+    from distributed_sac.envs.wrappers import check_env
 
     for env, wrappers in dict.fromkeys((c.cfg.env, c.cfg.wrappers) for c in configurations):
         check_env(env, wrappers)  # every configuration parsed first: bad flags need no gymnasium
     seeds = list(cmd.seeds) or list(range(base.config.seed, base.config.seed + cmd.num_seeds))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(base.config.run_dir or f"runs/sweep-{base.config.env}-{stamp}")
-    from distributed_sac.run_dir import CONFIG, check_writable
-    from distributed_sac.sweep_plan import SWEEP_FILE
+    from distributed_sac.run.run_dir import CONFIG, check_writable
+    from distributed_sac.run.sweep_plan import SWEEP_FILE
 
     if (path / SWEEP_FILE).exists():
         raise UsageError(f"{path} already holds a sweep; pass --resume {path} to continue it")
@@ -533,7 +533,7 @@ def _sweep(argv: list[str]) -> int:
 
 
 def _record(argv: list[str]) -> int:
-    from distributed_sac.recorder import main as record_main
+    from distributed_sac.run.recorder import main as record_main
 
     return record_main(argv)
 

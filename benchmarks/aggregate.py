@@ -1,4 +1,4 @@
-"""Rebuild a sweep's aggregates from run directories alone (`distributed_sac/study.py`).
+"""Rebuild a sweep's aggregates from run directories alone (`distributed_sac/run/study.py`).
 
 A study that spans sessions commits its runs' files (config.json, metrics.jsonl, trial.json,
 final_eval.json) and rebuilds the summary from them:
@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distributed_sac import study
+from distributed_sac.run import study
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,19 +45,19 @@ import ray
 import torch
 
 from benchmarks.report import write_json
-from distributed_sac.config import TrainConfig
-from distributed_sac.envs import action_dim as env_action_dim
-from distributed_sac.policy import Policy
-from distributed_sac.presets import PRESETS
+from distributed_sac.agent.policy import Policy
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.config.presets import PRESETS
+from distributed_sac.envs.rollout import Rollout
+from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.lifecycle import stop_run
 from distributed_sac.remote.placement import learner_device, learner_options, start_local_ray
 from distributed_sac.remote.replay_server import remote_replay
-from distributed_sac.replay import ReplaySpec
-from distributed_sac.rollout import Rollout
-from distributed_sac.run_dir import RunDir
+from distributed_sac.replay.buffer import ReplaySpec
+from distributed_sac.run.run_dir import RunDir
 
 NEVER = 10**12
 """A total_steps / max_updates the phases never reach; they stop the actors themselves."""

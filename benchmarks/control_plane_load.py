@@ -13,7 +13,7 @@ through, the replay writes a snapshot of its whole buffer. Measured:
   ``rss_slope_mb_per_min``: their trend (least squares, sampled every 5 s) from the end of the
   snapshot on, the flat-memory check;
 * ``acting_lag_median_updates`` / ``_p90_``: per step, how many updates the acting weights were
-  behind the newest published at that step (``acting_lag.py``), against ``publish_every``;
+  behind the newest published at that step (``weights/acting_lag.py``), against ``publish_every``;
 * ``deadlock``: whether any control call timed out or updates or inserts stopped;
 * ``gap_causes_top10`` / ``gap_cause_counts_above_p99``: where the learner was during its
   longest gaps (``_gap_causes``): waiting for the feed, its update thread computing, other
@@ -43,12 +43,12 @@ import psutil  # Ray ships it (ray/thirdparty_files)
 
 from benchmarks.report import write_json
 from benchmarks.synthetic_worker import SyntheticWorker, random_chunks
-from distributed_sac.config import ReplayConfig
-from distributed_sac.presets import tiny_preset
+from distributed_sac.config.fields import ReplayConfig
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.lifecycle import stop_run
 from distributed_sac.remote.replay_server import remote_replay
-from distributed_sac.replay import ReplaySpec
+from distributed_sac.replay.buffer import ReplaySpec
 
 CHUNK = 64
 

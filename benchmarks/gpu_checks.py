@@ -44,15 +44,15 @@ import numpy as np
 import torch
 
 from benchmarks.report import write_json
-from distributed_sac import mirror as mirror_module
-from distributed_sac.config import AgentConfig, ReplayConfig
-from distributed_sac.data import Batch, Chunk, ChunkRun, stacked_shape
-from distributed_sac.mirror import DeviceMirror
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.agent.tensors import BatchTensors
+from distributed_sac.config.data import Batch, Chunk, ChunkRun, stacked_shape
+from distributed_sac.config.fields import AgentConfig, ReplayConfig
 from distributed_sac.remote.replay_server import ReplayServer
-from distributed_sac.replay import ReplayBuffer, ReplaySpec
-from distributed_sac.replay_mirror import ReplayMirror
-from distributed_sac.sac_ae import SacAeAgent
-from distributed_sac.tensors import BatchTensors
+from distributed_sac.replay import mirror as mirror_module
+from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec
+from distributed_sac.replay.feed import ReplayMirror
+from distributed_sac.replay.mirror import DeviceMirror
 
 CHECKS = ("mirror", "bf16", "resync")
 

@@ -31,13 +31,13 @@ import torch
 
 from benchmarks.report import write_json
 from benchmarks.synthetic_worker import random_chunks
-from distributed_sac.config import AgentConfig, ReplayConfig, TrainConfig
-from distributed_sac.data import Batch
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.agent.tensors import batch_tensors
+from distributed_sac.config.data import Batch
+from distributed_sac.config.fields import AgentConfig, ReplayConfig, TrainConfig
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.replay_server import CONCURRENCY_GROUPS, ReplayServer
-from distributed_sac.replay import ReplaySpec
-from distributed_sac.sac_ae import SacAeAgent
-from distributed_sac.tensors import batch_tensors
+from distributed_sac.replay.buffer import ReplaySpec
 
 FRAME_SHAPE = (84, 84)
 STACK = 4

@@ -5,7 +5,7 @@ cost does not depend on their content). The two paths' updates alternate, so bac
 from other processes falls on both alike, and the table reports medians over actor-update
 cycles, which bursts of that load move less than means (the JSON keeps means and every
 update's time too). The table and the JSON list the speedups each path uses
-(``SacAeAgent.speedups``, described in sac_ae.py): the shared encoder pass, channels-last,
+(``SacAeAgent.speedups``, described in agent/sac_ae.py): the shared encoder pass, channels-last,
 fused Adam, bf16 autocast (only where the device has bf16 hardware) and torch.compile
 (``--compile``). Example:
 
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from benchmarks.report import write_json
-from distributed_sac.config import AgentConfig
-from distributed_sac.data import Batch
-from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.config.data import Batch
+from distributed_sac.config.fields import AgentConfig
 
 OBS_SHAPE = (4, 84, 84)
 ACTION_DIM = 3

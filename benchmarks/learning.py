@@ -10,10 +10,10 @@ each run's metrics.jsonl it writes ``curve.csv`` (agent_steps, minutes, eval_ret
 eval_return_std), one PNG with eval return against agent steps and against wall-clock minutes
 (every run overlaid), ``summary.json`` (agent steps and minutes to reach ``--threshold``, final
 eval return, replay ratio held) and, per configuration over its seeds, the sweep's aggregates
-in ``aggregates/`` (``distributed_sac/study.py``: mean, IQM, 95 % bootstrap interval). Minutes
+in ``aggregates/`` (``distributed_sac/run/study.py``: mean, IQM, 95 % bootstrap interval). Minutes
 of an evaluation are the wall clock when its weights were taken, from the run's start.
 
-The ``pendulum-cpu`` preset (``distributed_sac.presets.pendulum_cpu_preset``, also
+The ``pendulum-cpu`` preset (``distributed_sac.config.presets.pendulum_cpu_preset``, also
 ``launch.py train --preset pendulum-cpu``) fits 20k agent steps of VisualPendulum at replay
 ratio 1 into about 19 minutes on 2 CPU cores with 2 workers; the target there is -250, which
 two seeds reached (docs/benchmarks.md). Examples:
@@ -40,12 +40,12 @@ from pathlib import Path
 
 from benchmarks.overrides import override
 from benchmarks.report import write_json
-from distributed_sac import study
-from distributed_sac.config import TrainConfig
-from distributed_sac.envs import with_env_defaults
-from distributed_sac.presets import PRESETS
-from distributed_sac.run_dir import RunDir
-from distributed_sac.sweep_plan import SWEEP_FILE, Configuration, build_plan, trial_status
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.config.presets import PRESETS
+from distributed_sac.envs.wrappers import with_env_defaults
+from distributed_sac.run import study
+from distributed_sac.run.run_dir import RunDir
+from distributed_sac.run.sweep_plan import SWEEP_FILE, Configuration, build_plan, trial_status
 
 ARMS = ("scratch", "demos")
 """Learning-benchmark arms: online training from scratch, or demonstrations first."""
@@ -255,7 +255,7 @@ def _fmt(value, spec: str) -> str:
 
 def record_autopilot(out: Path, cfg: TrainConfig, episodes: int, seed: int = 100) -> Path:
     """Record `episodes` autopilot laps (tracks seed, seed + 1, ...) with `cfg`'s wrappers."""
-    from distributed_sac.recorder import RecordArgs, Recorder
+    from distributed_sac.run.recorder import RecordArgs, Recorder
 
     if out.exists():
         raise SystemExit(f"{out} exists; pass it as --demos or choose another --out")

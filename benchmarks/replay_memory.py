@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_json
-from distributed_sac.data import Chunk
-from distributed_sac.replay import ReplayBuffer, replay_nbytes
+from distributed_sac.config.data import Chunk
+from distributed_sac.replay.buffer import ReplayBuffer, replay_nbytes
 
 FRAME_SHAPE = (84, 84)
 STACK = 4

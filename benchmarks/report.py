@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distributed_sac.atomic import atomic_write
+from distributed_sac.config.atomic import atomic_write
 
 
 def write_json(path: str | Path | None, results: Any) -> None:

@@ -27,11 +27,11 @@ from ray._private.internal_api import memory_summary
 from ray.util.state import list_actors
 
 from benchmarks.report import write_json
-from distributed_sac.presets import tiny_preset
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.lifecycle import stop_run
 from distributed_sac.remote.placement import start_local_ray
-from distributed_sac.run_dir import RunDir
+from distributed_sac.run.run_dir import RunDir
 
 MB = 1e6
 

@@ -15,7 +15,7 @@ from collections import deque
 import numpy as np
 import ray
 
-from distributed_sac.data import AddReply, Chunk
+from distributed_sac.config.data import AddReply, Chunk
 from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import write_json
-from distributed_sac.data import Chunk
-from distributed_sac.replay import ReplayBuffer
-from distributed_sac.weights_board import WeightsBoard
+from distributed_sac.config.data import Chunk
+from distributed_sac.replay.buffer import ReplayBuffer
+from distributed_sac.weights.board import WeightsBoard
 
 FRAME_SHAPE = (84, 84)
 STACK = 4

@@ -48,7 +48,7 @@ def tiny_ray_config(eval_every: int = 0, video: bool = False, **overrides):
     """The tiny preset sized for a 2-CPU test cluster: 2 workers, the learner on no CPU."""
     import dataclasses
 
-    from distributed_sac.presets import tiny_preset
+    from distributed_sac.config.presets import tiny_preset
 
     cfg = tiny_preset()
     defaults = {"num_workers": 2, "learner_cpus": 0, "wandb": "disabled"}
@@ -82,7 +82,7 @@ def run_payload(agent: dict):
     nothing yet writes it (a fresh replay's counters, no restarts)."""
     import numpy as np
 
-    from distributed_sac.records import (
+    from distributed_sac.run.records import (
         CheckpointPayload,
         LimiterCounts,
         ReplayCounters,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distributed_sac.acting_lag import ActingLag, PublishHistory, step_lag
-from distributed_sac.schedule import Every
+from distributed_sac.run.schedule import Every
+from distributed_sac.weights.acting_lag import ActingLag, PublishHistory, step_lag
 
 
 def test_step_lag_counts_against_the_newest_published_at_each_step():

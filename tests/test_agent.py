@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac import sac_ae
-from distributed_sac.config import AgentConfig
-from distributed_sac.data import Batch
-from distributed_sac.policy import Policy
-from distributed_sac.sac_ae import SacAeAgent, bellman_target
-from distributed_sac.tensors import batch_tensors, draw_noise
+from distributed_sac.agent import sac_ae
+from distributed_sac.agent.policy import Policy
+from distributed_sac.agent.sac_ae import SacAeAgent, bellman_target
+from distributed_sac.agent.tensors import batch_tensors, draw_noise
+from distributed_sac.config.data import Batch
+from distributed_sac.config.fields import AgentConfig
 
 OBS_SHAPE = (3, 32, 32)
 ACTION_DIM = 2

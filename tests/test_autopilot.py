@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.autopilot import Autopilot, to_agent
-from distributed_sac.config import EnvConfig
-from distributed_sac.demos import load_demos
-from distributed_sac.envs import make_env
-from distributed_sac.presets import tiny_preset
-from distributed_sac.recorder import RecordArgs, Recorder, main
-from distributed_sac.replay import ReplayBuffer
-from distributed_sac.sac_ae import SacAeAgent
-from distributed_sac.tensors import batch_tensors, draw_noise
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.agent.tensors import batch_tensors, draw_noise
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.config.presets import tiny_preset
+from distributed_sac.envs.autopilot import Autopilot, to_agent
+from distributed_sac.envs.wrappers import make_env
+from distributed_sac.replay.buffer import ReplayBuffer
+from distributed_sac.replay.demos import load_demos
+from distributed_sac.run.recorder import RecordArgs, Recorder, main
 from launch import parse_train
 
 CFG = EnvConfig(image_size=32)

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from distributed_sac.carracing_fast import FastCarRacing, make_car_racing
+from distributed_sac.envs.carracing_fast import FastCarRacing, make_car_racing
 
 REPEAT = 3
 

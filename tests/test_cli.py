@@ -210,7 +210,7 @@ def test_every_preset_parses_and_flags_override_it(preset):
     import dataclasses
 
     import launch as cli
-    from distributed_sac.presets import PRESETS
+    from distributed_sac.config.presets import PRESETS
 
     cmd = cli.parse_train(["--preset", preset, "--total-steps", "123", "--agent.tau", "0.02"])
     expected = PRESETS[preset]()
@@ -225,7 +225,7 @@ def test_preset_choices_match_the_presets():
     import typing
 
     import launch as cli
-    from distributed_sac.presets import PRESETS
+    from distributed_sac.config.presets import PRESETS
 
     hint = typing.get_type_hints(cli.TrainCommand, include_extras=True)["preset"]
     choices, arg = typing.get_args(hint)
@@ -237,7 +237,7 @@ def test_preset_choices_match_the_presets():
 
 def test_an_unknown_preset_names_the_registrys_presets():
     import launch as cli
-    from distributed_sac.presets import PRESETS
+    from distributed_sac.config.presets import PRESETS
 
     expected = f"--preset fast: must be one of {', '.join(PRESETS)}$"
     with pytest.raises(cli.UsageError, match=expected):

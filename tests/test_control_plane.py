@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from distributed_sac.config import ReplayConfig
-from distributed_sac.data import EMPTY_MIRROR, Chunk, FeedRequest
+from distributed_sac.config.data import EMPTY_MIRROR, Chunk, FeedRequest
+from distributed_sac.config.fields import ReplayConfig
 from distributed_sac.remote.replay_server import ReplayServer, remote_replay
 from distributed_sac.remote.weights_client import WeightsClient
-from distributed_sac.replay import ReplaySpec
+from distributed_sac.replay.buffer import ReplaySpec
 
 pytestmark = pytest.mark.ray
 

@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from distributed_sac import cpu_rate
-from distributed_sac.config import TrainConfig
-from distributed_sac.presets import tiny_preset
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote import session
+from distributed_sac.run import cpu_rate
 
 
 def test_a_tiny_learner_measures_a_positive_finite_rate_and_keeps_the_thread_count():

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from benchmarks import gpu_checks
-from distributed_sac import sac_ae
-from distributed_sac.networks import Decoder, PixelEncoder
-from distributed_sac.policy import Policy, PolicyWeights
-from distributed_sac.replay import ReplayBuffer
-from distributed_sac.staging import Staging
-from distributed_sac.tensors import batch_tensors, host_tensor, to_device
+from distributed_sac.agent import sac_ae
+from distributed_sac.agent.networks import Decoder, PixelEncoder
+from distributed_sac.agent.policy import Policy, PolicyWeights
+from distributed_sac.agent.tensors import batch_tensors, host_tensor, to_device
+from distributed_sac.replay.buffer import ReplayBuffer
+from distributed_sac.replay.staging import Staging
 from tests.test_agent import ACTION_DIM, CFG, OBS_SHAPE, make_agent, make_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distributed_sac.config import EnvConfig
-from distributed_sac.data import Chunk
-from distributed_sac.demos import DemoError, demo_meta, load_demo, load_demos, save_episode
+from distributed_sac.config.data import Chunk
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.replay.demos import DemoError, demo_meta, load_demo, load_demos, save_episode
 
 CFG = EnvConfig(image_size=32)
 S = CFG.frame_stack

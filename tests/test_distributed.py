@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from distributed_sac.remote.driver import Driver
-from distributed_sac.run_dir import RunDir
+from distributed_sac.run.run_dir import RunDir
 from tests.conftest import end_actors, tiny_ray_config
 from tests.wandb_records import history
 
@@ -122,11 +122,11 @@ def test_pretraining_on_demonstrations_changes_the_learner(ray_cluster, tmp_path
     import numpy as np
     import ray
 
-    from distributed_sac.demos import demo_meta, load_demos, save_episode
+    from distributed_sac.envs.rollout import Rollout
     from distributed_sac.remote.learner import Learner
     from distributed_sac.remote.replay_server import remote_replay
-    from distributed_sac.replay import ReplaySpec
-    from distributed_sac.rollout import Rollout
+    from distributed_sac.replay.buffer import ReplaySpec
+    from distributed_sac.replay.demos import demo_meta, load_demos, save_episode
 
     cfg = tiny_ray_config()
     rollout = Rollout(
@@ -175,7 +175,7 @@ def test_prometheus_export_holds_our_metrics_and_they_grow(finished_run):
 def test_a_dmc_task_trains_from_rgb_frames(ray_cluster, tmp_path):
     """dmc:cartpole-swingup end to end: RGB stacks of 3 frames (9 channels) through the workers,
     the replay, the learner's mirror and the evaluator; the run ends at its exact counts."""
-    from distributed_sac.envs import with_env_defaults
+    from distributed_sac.envs.wrappers import with_env_defaults
 
     cfg = with_env_defaults(
         tiny_ray_config(env="dmc:cartpole-swingup", eval_every=100, total_steps=200)

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from distributed_sac.data import EpisodeStats, EvalRecord, LearnerStats, ReplayStats
-from distributed_sac.presets import tiny_preset
-from distributed_sac.records import CheckpointPayload, MetricsRecord, RunCounters
+from distributed_sac.config.data import EpisodeStats, EvalRecord, LearnerStats, ReplayStats
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote import driver as driver_module
 from distributed_sac.remote.driver import Driver
-from distributed_sac.run_dir import RunDir, load_run_checkpoint
+from distributed_sac.run.records import CheckpointPayload, MetricsRecord, RunCounters
+from distributed_sac.run.run_dir import RunDir, load_run_checkpoint
 from tests.conftest import run_payload
 
 

@@ -12,8 +12,8 @@ import pytest
 from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.utils.env_checker import check_env
 
-from distributed_sac.config import ACTION_DIMS, ENV_NAMES, EnvConfig
-from distributed_sac.envs import (
+from distributed_sac.config.fields import ACTION_DIMS, ENV_NAMES, EnvConfig
+from distributed_sac.envs.wrappers import (
     ENV_IDS,
     SLIGHT_GAS,
     EarlyTermination,

@@ -1,4 +1,4 @@
-"""`launch.py eval` (`eval_command.py`): videos that decode, checkpoints that load into the same
+"""`launch.py eval` (`run/eval_command.py`): videos that decode, checkpoints that load into the same
 policy, bad paths."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch
 from scipy import stats
 
 import launch
-from distributed_sac.config import HELD_OUT_EVAL_SEED, EnvConfig
-from distributed_sac.eval_command import load, load_policy, resolve, returns_report, verdict
-from distributed_sac.evaluation import beside_agent_view, evaluate
-from distributed_sac.policy import Policy
-from distributed_sac.presets import tiny_preset
-from distributed_sac.run_dir import RunDir, save_run_checkpoint
-from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.agent.policy import Policy
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.config.fields import HELD_OUT_EVAL_SEED, EnvConfig
+from distributed_sac.config.presets import tiny_preset
+from distributed_sac.run.eval_command import load, load_policy, resolve, returns_report, verdict
+from distributed_sac.run.evaluation import beside_agent_view, evaluate
+from distributed_sac.run.run_dir import RunDir, save_run_checkpoint
 from tests.conftest import run_payload
 
 torch.set_num_threads(1)

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import ray
 
-from distributed_sac.data import Chunk
+from distributed_sac.config.data import Chunk
 from distributed_sac.remote import session
 from distributed_sac.remote.driver import Driver
-from distributed_sac.run_dir import RunDir
+from distributed_sac.run.run_dir import RunDir
 from tests.conftest import end_actors, tiny_ray_config
 
 pytestmark = pytest.mark.ray

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_checks
-from distributed_sac.staging import Staging
+from distributed_sac.replay.staging import Staging
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distributed_sac.presets import carracing_cpu_preset
-from distributed_sac.run_dir import RunDir
+from distributed_sac.config.presets import carracing_cpu_preset
+from distributed_sac.run.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.config import ReplayConfig
-from distributed_sac.data import Batch, Chunk, EpisodeStats, FeedRequest
-from distributed_sac.mirror import DeviceMirror
-from distributed_sac.presets import tiny_preset
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.agent.tensors import batch_tensors
+from distributed_sac.config.data import Batch, Chunk, EpisodeStats, FeedRequest
+from distributed_sac.config.fields import ReplayConfig
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
 from distributed_sac.remote.replay_server import ReplayServer
-from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
-from distributed_sac.replay_mirror import ReplayMirror
-from distributed_sac.sac_ae import SacAeAgent
-from distributed_sac.snapshot import MANIFEST, SnapshotError, restore_snapshot
-from distributed_sac.tensors import batch_tensors
+from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec, mix_indices
+from distributed_sac.replay.feed import ReplayMirror
+from distributed_sac.replay.mirror import DeviceMirror
+from distributed_sac.replay.snapshot import MANIFEST, SnapshotError, restore_snapshot
 from tests.test_replay import ACTION_DIM, RGB, SHAPE, STACK, Reference, decode
 
 CFG = tiny_preset()
@@ -369,7 +369,7 @@ def test_metrics_window_reads_means_and_stops_on_nan():
 
 
 def test_a_snapshot_overtaken_by_eviction_restores_what_it_holds(tmp_path, monkeypatch):
-    import distributed_sac.snapshot as snapshot
+    import distributed_sac.replay.snapshot as snapshot
 
     monkeypatch.setattr(snapshot, "PART_TRANSITIONS", 8)  # a part per chunk: many lock turns
     server = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import distributions as D
 from torch import nn
 
-from distributed_sac.augment import random_shift
-from distributed_sac.networks import (
+from distributed_sac.agent.augment import random_shift
+from distributed_sac.agent.networks import (
     Actor,
     Decoder,
     LatentForward,
@@ -20,7 +20,7 @@ from distributed_sac.networks import (
     set_compute,
     squashed_sample,
 )
-from distributed_sac.tensors import draw_noise
+from distributed_sac.agent.tensors import draw_noise
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

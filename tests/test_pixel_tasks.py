@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distributed_sac import dmc
-from distributed_sac.config import EnvConfig
-from distributed_sac.envs import (
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.envs import dmc
+from distributed_sac.envs.wrappers import (
     EnvError,
     action_dim,
     area_resize,

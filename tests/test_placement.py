@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster
 
 from distributed_sac.remote import session
 from distributed_sac.remote.driver import Driver
-from distributed_sac.run_dir import RunDir
+from distributed_sac.run.run_dir import RunDir
 from tests.conftest import end_actors, tiny_ray_config
 
 pytestmark = pytest.mark.ray

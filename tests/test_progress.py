@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-from distributed_sac.progress import Progress
+from distributed_sac.run.progress import Progress
 
 
 def record(steps: int, eval_return: float | None = None) -> dict:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distributed_sac.data import Batch
-from distributed_sac.presets import tiny_preset
-from distributed_sac.run_dir import RunDir, save_run_checkpoint
+from distributed_sac.config.data import Batch
+from distributed_sac.config.presets import tiny_preset
+from distributed_sac.run.run_dir import RunDir, save_run_checkpoint
 from tests.conftest import run_payload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_eval_is_quiet_and_caps_episodes_as_training_evaluation_does(tmp_path):
     import torch
 
-    from distributed_sac.sac_ae import SacAeAgent
+    from distributed_sac.agent.sac_ae import SacAeAgent
 
     cfg = dataclasses.replace(tiny_preset(), run_dir=str(tmp_path / "run"))
     run = RunDir.create(Path(cfg.run_dir), cfg)
@@ -52,7 +52,7 @@ def test_eval_is_quiet_and_caps_episodes_as_training_evaluation_does(tmp_path):
 def test_batches_from_read_only_arrays_convert_without_a_warning():
     import torch
 
-    from distributed_sac.tensors import batch_tensors
+    from distributed_sac.agent.tensors import batch_tensors
 
     rng = np.random.default_rng(0)
     shape = (3, 8, 8)
@@ -94,7 +94,7 @@ def test_no_deprecated_ray_worker_api():
 def test_reconstructions_of_read_only_observations_raise_no_warning():
     import torch
 
-    from distributed_sac.sac_ae import SacAeAgent
+    from distributed_sac.agent.sac_ae import SacAeAgent
 
     cfg = tiny_preset()
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distributed_sac.rate_limiter import RateLimiter
+from distributed_sac.replay.rate_limiter import RateLimiter
 
 
 def test_before_min_size_only_inserts_are_allowed():

@@ -12,10 +12,10 @@ import numpy as np
 import pygame
 import pytest
 
-from distributed_sac.config import EnvConfig
-from distributed_sac.demos import load_demo, load_demos
-from distributed_sac.envs import make_env
-from distributed_sac.recorder import RecordArgs, Recorder, keys_to_action, main
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.envs.wrappers import make_env
+from distributed_sac.replay.demos import load_demo, load_demos
+from distributed_sac.run.recorder import RecordArgs, Recorder, keys_to_action, main
 
 CFG = EnvConfig(image_size=32)
 NONE, LEFT, RIGHT, UP, SPACE = (

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from distributed_sac.data import Batch, Chunk
-from distributed_sac.replay import ReplayBuffer, frame_capacity, replay_nbytes
+from distributed_sac.config.data import Batch, Chunk
+from distributed_sac.replay.buffer import ReplayBuffer, frame_capacity, replay_nbytes
 
 # A 2x2 frame is 4 bytes: each frame carries its id = episode * 10_000 + position in episode.
 SHAPE = (2, 2)

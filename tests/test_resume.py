@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from distributed_sac.checkpoint import (
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.config.data import Chunk
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.config.presets import tiny_preset
+from distributed_sac.replay.buffer import ReplayBuffer
+from distributed_sac.run.checkpoint import (
     CheckpointError,
     CorruptCheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from distributed_sac.config import TrainConfig
-from distributed_sac.data import Chunk
-from distributed_sac.presets import tiny_preset
-from distributed_sac.records import LimiterCounts, ReplayCounters, RunCounters
-from distributed_sac.replay import ReplayBuffer
-from distributed_sac.run_dir import fingerprint, load_run_checkpoint, save_run_checkpoint
-from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.run.records import LimiterCounts, ReplayCounters, RunCounters
+from distributed_sac.run.run_dir import fingerprint, load_run_checkpoint, save_run_checkpoint
 from tests.conftest import run_payload
 
 CFG = tiny_preset()

@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from distributed_sac.config import EnvConfig, RolloutConfig
-from distributed_sac.rollout import Rollout
+from distributed_sac.config.fields import EnvConfig, RolloutConfig
+from distributed_sac.envs.rollout import Rollout
 
 STACK, SIDE = 4, 6
 ENDS = [("terminated", 7), ("truncated", 5), ("terminated", 100)]

@@ -13,11 +13,11 @@ import pytest
 
 import launch
 from distributed_sac import __version__
-from distributed_sac.checkpoint import CheckpointError
-from distributed_sac.config import RETIRED_FIELDS, ConfigError, validate
-from distributed_sac.presets import tiny_preset
+from distributed_sac.config.fields import RETIRED_FIELDS, ConfigError, validate
+from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote import session
-from distributed_sac.run_dir import RunDir, read_config, save_run_checkpoint
+from distributed_sac.run.checkpoint import CheckpointError
+from distributed_sac.run.run_dir import RunDir, read_config, save_run_checkpoint
 from tests.conftest import run_payload
 
 CFG = dataclasses.replace(tiny_preset(), num_workers=1, wandb="disabled")
@@ -174,7 +174,7 @@ def test_resume_with_changed_preset_is_refused(resumable_run):
 
 
 def test_wandb_run_has_name_group_and_tags(tmp_path):
-    from distributed_sac.wandb_logger import WandbLogger
+    from distributed_sac.run.wandb_logger import WandbLogger
     from tests.wandb_records import read_wandb_log
 
     logger = WandbLogger(

@@ -1,4 +1,4 @@
-"""Aggregates over seeds without Ray (distributed_sac/study.py, benchmarks/aggregate.py): IQM
+"""Aggregates over seeds without Ray (distributed_sac/run/study.py, benchmarks/aggregate.py): IQM
 and bootstrap intervals against hand and scipy values, evaluation points, the JSON and CSV."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distributed_sac import study
-from distributed_sac.presets import carracing_cpu_preset, tiny_preset
+from distributed_sac.config.presets import carracing_cpu_preset, tiny_preset
+from distributed_sac.run import study
 
 REQUIRED_KEYS = {
     "env",
@@ -199,8 +199,8 @@ def test_aggregate_command_rebuilds_from_run_directories(tmp_path, capsys):
 
 
 def test_a_dmc_configuration_counts_env_steps(tmp_path):
-    from distributed_sac.envs import with_env_defaults
-    from distributed_sac.presets import dmc_cpu_preset
+    from distributed_sac.config.presets import dmc_cpu_preset
+    from distributed_sac.envs.wrappers import with_env_defaults
 
     cfg = with_env_defaults(dmc_cpu_preset())
     assert cfg.wrappers.action_repeat == 8

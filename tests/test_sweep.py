@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 import launch
-from distributed_sac.checkpoint import list_checkpoints
+from distributed_sac.run.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.ray
 

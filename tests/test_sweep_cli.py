@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import launch
-from distributed_sac.presets import tiny_preset
-from distributed_sac.sweep_plan import SweepPlan
+from distributed_sac.config.presets import tiny_preset
+from distributed_sac.run.sweep_plan import SweepPlan
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT = (

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from distributed_sac.config import (
+from distributed_sac.config.fields import (
     IMAGE_SIZE_RANGE,
     RULE,
     RULES,
@@ -19,8 +19,8 @@ from distributed_sac.config import (
     rule,
     validate,
 )
-from distributed_sac.presets import PRESETS
-from distributed_sac.rules import Num, Text
+from distributed_sac.config.presets import PRESETS
+from distributed_sac.config.rules import Num, Text
 
 
 def leaf_paths(obj, prefix=""):
@@ -124,7 +124,7 @@ def test_messages_read_as_one_line(path, value, expected):
 
 
 def test_make_env_and_validate_share_the_image_size_bounds():
-    from distributed_sac.envs import make_env
+    from distributed_sac.envs.wrappers import make_env
 
     lo, hi = IMAGE_SIZE_RANGE
     for size in (lo - 1, hi + 1):

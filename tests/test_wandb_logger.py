@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distributed_sac.evaluation import write_video
-from distributed_sac.wandb_logger import WandbLogger, reconstruction_grid, saved_run_id
+from distributed_sac.run.evaluation import write_video
+from distributed_sac.run.wandb_logger import WandbLogger, reconstruction_grid, saved_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ class Keep(logging.Handler):
     def emit(self, record):
         records.append((record.levelname, record.name, record.getMessage()))
 logging.getLogger().addHandler(Keep(level=logging.WARNING))
-from distributed_sac.wandb_logger import WandbLogger
+from distributed_sac.run.wandb_logger import WandbLogger
 logger = WandbLogger(sys.argv[1], "p", None, sys.argv[2], {"a": 1}, init_timeout=2.0)
 logger.log({"x": 1.0}, 1)
 logger.finish()

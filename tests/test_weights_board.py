@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from distributed_sac.acting_lag import ActingLag
-from distributed_sac.weights_board import WeightsBoard
+from distributed_sac.weights.acting_lag import ActingLag
+from distributed_sac.weights.board import WeightsBoard
 
 
 def _parked(board: WeightsBoard, have_version: int, n: int = 1) -> tuple[list, list]:

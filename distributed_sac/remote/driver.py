@@ -23,11 +23,9 @@ import numpy as np
 import ray
 from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
 
-from distributed_sac.config import TrainConfig
-from distributed_sac.data import EvalRecord
-from distributed_sac.envs import action_dim as env_action_dim
-from distributed_sac.progress import Progress
-from distributed_sac.records import CheckpointPayload, MetricsRecord, ReplayCounters, RunCounters
+from distributed_sac.config.data import EvalRecord
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
@@ -43,15 +41,22 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import remote_replay
-from distributed_sac.replay import ReplaySpec
-from distributed_sac.run_dir import (
+from distributed_sac.replay.buffer import ReplaySpec
+from distributed_sac.run.progress import Progress
+from distributed_sac.run.records import (
+    CheckpointPayload,
+    MetricsRecord,
+    ReplayCounters,
+    RunCounters,
+)
+from distributed_sac.run.run_dir import (
     RunDir,
     config_to_dict,
     latest_run_checkpoint,
     save_run_checkpoint,
 )
-from distributed_sac.schedule import Every
-from distributed_sac.wandb_logger import WandbLogger, saved_run_id
+from distributed_sac.run.schedule import Every
+from distributed_sac.run.wandb_logger import WandbLogger, saved_run_id
 
 log = logging.getLogger("distributed_sac")
 

@@ -7,7 +7,7 @@ so weights reach the worker without polling the learner; the fetch is non-blocki
 worker acts with the weights it has until the newer ones have arrived (RLlib's versioned
 weights, sample-factory's policy lag). The replies also carry the recent publish history, from
 which the worker measures how far behind the newest published weights each step acted
-(``acting_lag.py``).
+(``weights/acting_lag.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.config import TrainConfig
-from distributed_sac.data import AddReply, WorkerStats
-from distributed_sac.envs import action_dim as env_action_dim
-from distributed_sac.policy import Policy, PolicyWeights
+from distributed_sac.agent.policy import Policy, PolicyWeights
+from distributed_sac.config.data import AddReply, WorkerStats
+from distributed_sac.config.fields import TrainConfig
+from distributed_sac.envs.rollout import Rollout, worker_seed
+from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.telemetry import WorkerTelemetry
 from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
-from distributed_sac.rollout import Rollout, worker_seed
 
 ADDS_IN_FLIGHT = 2
 LAG_KEPT = 4096

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from distributed_sac.config import TRAINING_EVAL_SEED_OFFSET, TrainConfig
-from distributed_sac.data import EvalRecord
-from distributed_sac.envs import action_dim as env_action_dim
-from distributed_sac.evaluation import evaluate
-from distributed_sac.policy import Policy, PolicyWeights
+from distributed_sac.agent.policy import Policy, PolicyWeights
+from distributed_sac.config.data import EvalRecord
+from distributed_sac.config.fields import TRAINING_EVAL_SEED_OFFSET, TrainConfig
+from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.telemetry import EvalTelemetry
+from distributed_sac.run.evaluation import evaluate
 
 
 class Evaluator:

@@ -26,12 +26,12 @@ import numpy as np
 import ray
 import torch
 
-from distributed_sac.config import TrainConfig
-from distributed_sac.data import Feed, FeedRequest, LearnerStats
-from distributed_sac.policy import PolicyWeights
+from distributed_sac.agent.policy import PolicyWeights
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.config.data import Feed, FeedRequest, LearnerStats
+from distributed_sac.config.fields import TrainConfig
 from distributed_sac.remote.telemetry import LearnerTelemetry
-from distributed_sac.replay_mirror import ReplayMirror
-from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.replay.feed import ReplayMirror
 
 log = logging.getLogger(__name__)
 

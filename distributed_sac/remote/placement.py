@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from distributed_sac.config import TrainConfig
+from distributed_sac.config.fields import TrainConfig
 
 log = logging.getLogger(__name__)
 

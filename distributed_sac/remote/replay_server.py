@@ -19,7 +19,7 @@ guards the buffer; each side waits on its own condition and is woken one call at
 Weights reach the env workers without polling the learner: the learner hands each publish to
 ``set_weights``, and every worker keeps one ``weights`` call parked here (a thread each in
 their own group), answered as soon as a publish differs from what the worker has. Both calls
-go to the replay's ``WeightsBoard`` (``weights_board.py``), which has its own lock: a publish
+go to the replay's ``WeightsBoard`` (``weights/board.py``), which has its own lock: a publish
 waking every parked worker never holds up ``add`` or ``feed`` on the buffer's lock.
 """
 
@@ -34,7 +34,7 @@ from collections import deque
 import numpy as np
 import ray
 
-from distributed_sac.data import (
+from distributed_sac.config.data import (
     AddReply,
     Chunk,
     ChunkRun,
@@ -44,11 +44,16 @@ from distributed_sac.data import (
     ReplayStats,
     WeightsReply,
 )
-from distributed_sac.rate_limiter import RateLimiter
 from distributed_sac.remote.telemetry import ReplayTelemetry
-from distributed_sac.replay import ReplayBuffer, ReplaySpec, mix_indices
-from distributed_sac.snapshot import SnapshotWriter, read_demos, restore_snapshot, write_demos
-from distributed_sac.weights_board import WeightsBoard
+from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec, mix_indices
+from distributed_sac.replay.rate_limiter import RateLimiter
+from distributed_sac.replay.snapshot import (
+    SnapshotWriter,
+    read_demos,
+    restore_snapshot,
+    write_demos,
+)
+from distributed_sac.weights.board import WeightsBoard
 
 ADD_WAIT_S = 1.0
 """Longest an ``add`` waits on the rate limiter before answering ``throttled``."""

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from distributed_sac.config import (
+from distributed_sac.config.fields import (
     ConfigError,
     TrainConfig,
     default_num_workers,
@@ -24,8 +24,8 @@ from distributed_sac.config import (
     flag,
     validate,
 )
-from distributed_sac.records import CheckpointPayload
-from distributed_sac.run_dir import (
+from distributed_sac.run.records import CheckpointPayload
+from distributed_sac.run.run_dir import (
     RunDir,
     RunDirError,
     check_writable,
@@ -173,11 +173,12 @@ def start(plan: Plan, demo_chunks: list | None = None, pretrain_updates: int = 0
     quiet_ray_logs()
     import ray
 
+    import distributed_sac.remote.driver  # noqa: F401
+
     # Everything the run imports, before Ray connects: inside `ray job submit` the job's
     # working directory can be set up again when the driver connects, and a module first
     # imported after that was not found there (tests/test_cluster_live.py).
-    import distributed_sac.cpu_rate  # noqa: F401
-    import distributed_sac.remote.driver  # noqa: F401
+    import distributed_sac.run.cpu_rate  # noqa: F401
     from distributed_sac.remote.lifecycle import InterruptFlag, Stopped, sigterm_interrupts
     from distributed_sac.remote.placement import connect
 
@@ -210,7 +211,7 @@ def _run(plan: Plan, demo_chunks: list | None, pretrain_updates: int) -> dict:
         # The probe builds while the driver waits for its actors; it is timed once they idle.
         probe = None
         if learner_device(cfg) == "cpu":
-            from distributed_sac.cpu_rate import UpdateProbe
+            from distributed_sac.run.cpu_rate import UpdateProbe
 
             probe = pool.submit(UpdateProbe, cfg)
         driver = Driver(cfg, run, resume=plan.resume, checkpoint=plan.checkpoint)
@@ -248,7 +249,7 @@ def open_run(plan: Plan) -> RunDir:
 def warn_if_slow(cfg: TrainConfig, rate: float) -> None:
     """One warning when a CPU learner's measured `rate` (updates/s) is below
     `cpu_rate.SLOW_UPDATES_PER_S`: what the run would take, and the preset sized for CPUs."""
-    from distributed_sac.cpu_rate import slow_cpu_warning
+    from distributed_sac.run.cpu_rate import slow_cpu_warning
 
     warning = slow_cpu_warning(cfg, rate)
     if warning:
@@ -275,7 +276,7 @@ def train(
     plan = prepare(cfg, resume, given)
     chunks = None
     if demos:
-        from distributed_sac.demos import load_demos
+        from distributed_sac.replay.demos import load_demos
 
         chunks = load_demos(demos, plan.cfg.env, plan.cfg.wrappers)
     return start(plan, chunks, pretrain_updates)

@@ -27,8 +27,6 @@ from typing import Any
 import ray
 from ray import tune
 
-from distributed_sac import study
-from distributed_sac.checkpoint import CheckpointError, list_checkpoints
 from distributed_sac.remote import session
 from distributed_sac.remote.placement import (
     connect,
@@ -36,8 +34,10 @@ from distributed_sac.remote.placement import (
     trial_bundles,
     trial_placement,
 )
-from distributed_sac.run_dir import RunDir, config_from_dict, latest_run_checkpoint
-from distributed_sac.sweep_plan import (
+from distributed_sac.run import study
+from distributed_sac.run.checkpoint import CheckpointError, list_checkpoints
+from distributed_sac.run.run_dir import RunDir, config_from_dict, latest_run_checkpoint
+from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
     TRIAL_FILE,
     TRIAL_LOG,
@@ -158,7 +158,7 @@ def _train(spec: TrialSpec) -> dict[str, Any]:
         plan = session.prepare(cfg, str(path), given=set(), meta=meta)
     chunks = None
     if spec.demos and not plan.resume:  # a resumed run's replay reloads its own copy
-        from distributed_sac.demos import load_demos
+        from distributed_sac.replay.demos import load_demos
 
         chunks = load_demos(spec.demos, plan.cfg.env, plan.cfg.wrappers)
         write_trial_status(spec, demo_transitions=sum(c.num_transitions for c in chunks))
@@ -180,7 +180,7 @@ def _final_eval(spec: TrialSpec) -> None:
     """`launch.py eval RUN --episodes N --json RUN/final_eval.json` in this process."""
     import torch
 
-    from distributed_sac.eval_command import evaluate_run
+    from distributed_sac.run.eval_command import evaluate_run
 
     torch.set_num_threads(1)  # the trial's own bundle holds one CPU
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

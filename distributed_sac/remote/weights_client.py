@@ -2,7 +2,7 @@
 
 The replay answers it as soon as new weights are published, so a worker acts with the newest
 weights within one publish plus one transfer, without polling the learner. The reply also
-carries the publish history that resolves the worker's acting lag (``acting_lag.py``). Numpy
+carries the publish history that resolves the worker's acting lag (``weights/acting_lag.py``). Numpy
 and Ray only (no torch), so the load test's synthetic workers use it as the env workers do.
 """
 
@@ -12,8 +12,8 @@ import time
 
 import ray
 
-from distributed_sac.acting_lag import ActingLag
-from distributed_sac.data import WeightsReply
+from distributed_sac.config.data import WeightsReply
+from distributed_sac.weights.acting_lag import ActingLag
 
 REFRESH_AFTER_S = 0.2
 """A worker blocked this long on a throttled replay calls ``refresh`` before it steps again."""

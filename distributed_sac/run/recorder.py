@@ -26,12 +26,12 @@ import pygame
 import tyro
 from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
 
-from distributed_sac.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
-from distributed_sac.config import EnvConfig
-from distributed_sac.data import split_frames
-from distributed_sac.demos import demo_meta, save_episode
-from distributed_sac.envs import make_env
-from distributed_sac.presets import PRESETS
+from distributed_sac.config.data import split_frames
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.config.presets import PRESETS
+from distributed_sac.envs.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
+from distributed_sac.envs.wrappers import make_env
+from distributed_sac.replay.demos import demo_meta, save_episode
 
 BRAKE = 0.8
 """Brake applied by space, as gymnasium's own play script: 0.9 and above lock the wheels."""
@@ -66,7 +66,7 @@ class RecordArgs:
     env: Literal["CarRacing"] = "CarRacing"
     """Environment to drive (only CarRacing has keyboard controls)."""
     autopilot: bool = False
-    """Let the scripted driver (distributed_sac/autopilot.py) drive, with no window and no wait."""
+    """Let the scripted driver (``envs/autopilot.py``) drive, with no window and no wait."""
     preset: str = "full"
     """Training preset (presets.PRESETS) whose wrappers to record with; --wrappers.* override."""
     wrappers: EnvConfig = field(default_factory=EnvConfig)

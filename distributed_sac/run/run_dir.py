@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from distributed_sac import __version__
-from distributed_sac.atomic import atomic_write
-from distributed_sac.checkpoint import (
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.fields import RETIRED_FIELDS, TrainConfig
+from distributed_sac.run.checkpoint import (
     CorruptCheckpointError,
     latest_intact_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from distributed_sac.config import RETIRED_FIELDS, TrainConfig
-from distributed_sac.records import CheckpointPayload
+from distributed_sac.run.records import CheckpointPayload
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

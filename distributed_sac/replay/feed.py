@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import torch
 
-from distributed_sac.data import EMPTY_MIRROR, Feed, FeedRequest, MirrorState
-from distributed_sac.mirror import DeviceMirror, concat_batches
-from distributed_sac.tensors import BatchTensors
+from distributed_sac.agent.tensors import BatchTensors
+from distributed_sac.config.data import EMPTY_MIRROR, Feed, FeedRequest, MirrorState
+from distributed_sac.replay.mirror import DeviceMirror, concat_batches
 
 log = logging.getLogger(__name__)
 

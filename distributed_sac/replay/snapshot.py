@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.data import ChunkRun
-from distributed_sac.replay import ReplayBuffer
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.data import ChunkRun
+from distributed_sac.replay.buffer import ReplayBuffer
 
 PART_TRANSITIONS = 4096
 """Transitions per part file (about 30 MB at 84x84, 87 MB in RGB): the most copied under the

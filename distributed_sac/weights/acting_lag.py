@@ -48,10 +48,10 @@ class ActingLag:
         self._versions: deque[int] = deque(maxlen=keep)
         self._lags: deque[int] = deque(maxlen=keep)
 
-    def step(self, t: float, version: int, n: int = 1) -> None:
-        """``n`` steps taken at ``t`` with weights ``version``."""
+    def step(self, t: float, weights_version: int, n: int = 1) -> None:
+        """``n`` steps taken at ``t`` with ``weights_version``."""
         self._times.extend([t] * n)
-        self._versions.extend([version] * n)
+        self._versions.extend([weights_version] * n)
 
     @property
     def since(self) -> float:
@@ -80,8 +80,8 @@ class PublishHistory:
     def __init__(self, keep: int = 256) -> None:
         self._publishes: deque[Publish] = deque(maxlen=keep)
 
-    def add(self, version: int, published_at: float) -> None:
-        self._publishes.append((version, published_at))
+    def add(self, weights_version: int, published_at: float) -> None:
+        self._publishes.append((weights_version, published_at))
 
     def clear(self) -> None:
         self._publishes.clear()

@@ -2,7 +2,7 @@
 
 `--env` names one of: `CarRacing` (CarRacing-v3, with the fast renderer), `VisualPendulum`
 (Pendulum-v1 from its render), `dmc:DOMAIN-TASK` (the DeepMind Control Suite, distributed_sac/
-dmc.py) or `gym:ID` (any registered gymnasium env with a Box action space and rgb_array
+envs/dmc.py) or `gym:ID` (any registered gymnasium env with a Box action space and rgb_array
 rendering). All return channels-first uint8 stacks, Box(0, 255, (S * C, H, W)) with C = 1
 (grayscale) or 3 (RGB) channels per frame, frame 0's channels first, and take actions in
 Box(-1, 1, (A,)). Grayscale is gymnasium's `GrayscaleObservation`: ITU-R BT.709 luma,
@@ -38,9 +38,7 @@ from gymnasium.wrappers import (
     TransformObservation,
 )
 
-from distributed_sac import dmc
-from distributed_sac.carracing_fast import make_car_racing
-from distributed_sac.config import (
+from distributed_sac.config.fields import (
     ACTION_DIMS,
     ENV_NAMES,
     PENDULUM_RENDER_SIZE,
@@ -48,6 +46,8 @@ from distributed_sac.config import (
     TrainConfig,
     validate_env,
 )
+from distributed_sac.envs import dmc
+from distributed_sac.envs.carracing_fast import make_car_racing
 
 ENV_IDS = {"CarRacing": "CarRacing-v3", "VisualPendulum": "Pendulum-v1"}
 """Gymnasium id under each of our environment names."""

@@ -1,7 +1,8 @@
 """What acts: the actor's weights as the learner publishes them, and the env workers' ``Policy``.
 
-``SacAeAgent`` (``sac_ae.py``) builds its actor with ``build_actor`` and acts with ``_act``, so
-a worker's ``Policy`` loaded with the agent's ``PolicyWeights`` acts exactly as the agent does.
+``SacAeAgent`` (``agent/sac_ae.py``) builds its actor with ``build_actor`` and acts with
+``_act``, so a worker's ``Policy`` loaded with the agent's ``PolicyWeights`` acts exactly as
+the agent does.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from distributed_sac.config import AgentConfig
-from distributed_sac.data import check_obs
-from distributed_sac.networks import Actor, PixelEncoder, init_weights, squashed_sample
-from distributed_sac.tensors import host_tensor, to_device
+from distributed_sac.agent.networks import Actor, PixelEncoder, init_weights, squashed_sample
+from distributed_sac.agent.tensors import host_tensor, to_device
+from distributed_sac.config.data import check_obs
+from distributed_sac.config.fields import AgentConfig
 
 
 class PolicyWeights(NamedTuple):

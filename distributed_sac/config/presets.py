@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from distributed_sac.config import TrainConfig
+from distributed_sac.config.fields import TrainConfig
 
 
 def full_preset(cfg: TrainConfig | None = None) -> TrainConfig:

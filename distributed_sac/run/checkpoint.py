@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distributed_sac.atomic import atomic_write
+from distributed_sac.config.atomic import atomic_write
 
 log = logging.getLogger("distributed_sac")
 

@@ -56,10 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distributed_sac.augment import random_shift
-from distributed_sac.config import AgentConfig
-from distributed_sac.data import Batch, check_obs
-from distributed_sac.losses import (
+from distributed_sac.agent.augment import random_shift
+from distributed_sac.agent.losses import (
     Losses,
     OnlinePass,
     TargetPass,
@@ -69,7 +67,7 @@ from distributed_sac.losses import (
     bellman_target,
     critic_loss,
 )
-from distributed_sac.networks import (
+from distributed_sac.agent.networks import (
     Critic,
     Decoder,
     LatentForward,
@@ -79,14 +77,16 @@ from distributed_sac.networks import (
     set_compute,
     squashed_sample,
 )
-from distributed_sac.policy import PolicyWeights, build_actor, check_dims, policy_act
-from distributed_sac.tensors import (
+from distributed_sac.agent.policy import PolicyWeights, build_actor, check_dims, policy_act
+from distributed_sac.agent.tensors import (
     BatchTensors,
     UpdateNoise,
     batch_tensors,
     draw_noise,
     to_device,
 )
+from distributed_sac.config.data import Batch, check_obs
+from distributed_sac.config.fields import AgentConfig
 
 
 class SacAeAgent:
@@ -136,7 +136,7 @@ class SacAeAgent:
                 # The conv stacks and the decoder carry almost all the work; compiling bound
                 # methods keeps the state_dict keys of the modules unchanged. Only the update
                 # passes' functions are compiled: inference mode takes the eager fp32 ones,
-                # chosen outside them (networks.py), so no compiled code branches on the mode.
+                # chosen outside them (agent/networks.py), so no compiled code branches on the mode.
                 for enc in (self.critic.encoder, self.critic_target.encoder, self.actor.encoder):
                     enc.update_features = torch.compile(enc.update_features)
                 self.decoder.update_forward = torch.compile(self.decoder.update_forward)

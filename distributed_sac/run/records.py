@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from distributed_sac.data import EvalRecord
+from distributed_sac.config.data import EvalRecord
 
 LOSSES = "losses"
 """The one field of a metrics record that is not one key: each loss is ``loss/NAME``."""

@@ -17,19 +17,24 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.config import (
+from distributed_sac.agent.policy import Policy
+from distributed_sac.agent.sac_ae import SacAeAgent
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.fields import (
     HELD_OUT_EVAL_SEED,
     SOLVED_EPISODES,
     SOLVED_THRESHOLDS,
     TrainConfig,
 )
-from distributed_sac.envs import action_dim as env_action_dim
-from distributed_sac.evaluation import EvalResult, evaluate
-from distributed_sac.policy import Policy
-from distributed_sac.records import CheckpointPayload
-from distributed_sac.run_dir import RunDir, RunDirError, latest_run_checkpoint, load_run_checkpoint
-from distributed_sac.sac_ae import SacAeAgent
+from distributed_sac.envs.wrappers import action_dim as env_action_dim
+from distributed_sac.run.evaluation import EvalResult, evaluate
+from distributed_sac.run.records import CheckpointPayload
+from distributed_sac.run.run_dir import (
+    RunDir,
+    RunDirError,
+    latest_run_checkpoint,
+    load_run_checkpoint,
+)
 
 RENDER_MODES = ("none", "human")
 

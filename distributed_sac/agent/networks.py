@@ -1,6 +1,6 @@
 """SAC-AE networks (Yarats et al. 2019): pixel encoder, decoder, squashed-Gaussian actor, twin Q.
 
-Modules only; losses and optimisation live in ``sac_ae.py``. Each encoder ends in
+Modules only; losses and optimisation live in ``agent/sac_ae.py``. Each encoder ends in
 Linear -> LayerNorm -> tanh, as SAC-AE's ``PixelEncoder`` does, so latents lie in (-1, 1).
 The actor and critic share one conv stack: ``actor.encoder.convs is critic.encoder.convs``
 (SAC-AE's tied conv weights); each keeps its own projection. ``set_compute`` selects the

@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.config import ReplayConfig, TrainConfig
-from distributed_sac.data import (
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.data import (
     Batch,
     Chunk,
     ChunkRun,
@@ -37,7 +36,8 @@ from distributed_sac.data import (
     stacked_shape,
     validate_chunk,
 )
-from distributed_sac.ring import (
+from distributed_sac.config.fields import ReplayConfig, TrainConfig
+from distributed_sac.replay.ring import (
     TRANSITION_DTYPES,
     RingStore,
     frame_capacity,

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from distributed_sac.data import ChunkRun, Geometry, stacked_shape
-from distributed_sac.ring import NUMPY, RingStore
-from distributed_sac.staging import Staging, torch_dtype
-from distributed_sac.tensors import BatchTensors
+from distributed_sac.agent.tensors import BatchTensors
+from distributed_sac.config.data import ChunkRun, Geometry, stacked_shape
+from distributed_sac.replay.ring import NUMPY, RingStore
+from distributed_sac.replay.staging import Staging, torch_dtype
 
 MIRROR_FIELDS = {"action": np.float32, "reward": np.float32, "terminated": np.float32}
 """Per-transition fields the learner reads; ``terminated`` as float for the Bellman target."""

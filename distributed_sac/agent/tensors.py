@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from distributed_sac.data import Batch, validate_batch
+from distributed_sac.config.data import Batch, validate_batch
 
 
 class BatchTensors(NamedTuple):

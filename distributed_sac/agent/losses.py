@@ -1,6 +1,6 @@
 """SAC-AE's losses as functions of the networks' outputs (docs/design.md, Losses, per update).
 
-``SacAeAgent.losses`` (``sac_ae.py``) runs the target and online passes and feeds them here.
+``SacAeAgent.losses`` (``agent/sac_ae.py``) runs the target and online passes and feeds them here.
 """
 
 from __future__ import annotations

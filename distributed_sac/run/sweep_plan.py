@@ -12,7 +12,7 @@ A sweep directory holds
                                      with --final-eval-episodes, final_eval.json)
     tune/                            Ray Tune's experiment state (what --resume restores)
     aggregates/                      per configuration <config>.json and <config>.csv,
-                                     summary.json, curves.png (distributed_sac/study.py)
+                                     summary.json, curves.png (distributed_sac/run/study.py)
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.config import TrainConfig, default_num_workers, validate
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.fields import TrainConfig, default_num_workers, validate
 
 SWEEP_FILE = "sweep.json"
 TUNE_DIR = "tune"

@@ -164,7 +164,7 @@ class WeightsReply(NamedTuple):
     from resolving it), else None."""
     publishes: tuple[tuple[int, float], ...]
     """(version, ``time.time()`` published) since the worker's oldest unresolved step, and the
-    last one before it: what resolves its acting lag (``acting_lag.py``)."""
+    last one before it: what resolves its acting lag (``weights/acting_lag.py``)."""
     sent_at: float
     """The replay's ``time.time()`` when it answered: steps up to then can be resolved."""
 

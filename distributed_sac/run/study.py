@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from distributed_sac.config import SOLVED_THRESHOLDS
-from distributed_sac.sweep_plan import (
+from distributed_sac.config.fields import SOLVED_THRESHOLDS
+from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
     SWEEP_FILE,
     TRIAL_FILE,

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from distributed_sac.atomic import atomic_write
-from distributed_sac.config import EnvConfig
-from distributed_sac.data import Chunk, validate_chunk
-from distributed_sac.envs import ENV_IDS, action_dim
+from distributed_sac.config.atomic import atomic_write
+from distributed_sac.config.data import Chunk, validate_chunk
+from distributed_sac.config.fields import EnvConfig
+from distributed_sac.envs.wrappers import ENV_IDS, action_dim
 
 FORMAT_VERSION = 1
 """Version written into every demonstration file; `load_demo` reads only this one."""

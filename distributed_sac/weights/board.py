@@ -2,9 +2,9 @@
 
 The learner posts each publish (``publish``); every env worker keeps one ``wait`` parked here,
 answered as soon as the board holds weights other than the worker's, with the slice of the
-publish history that resolves the worker's acting lag (``acting_lag.py``). It knows nothing of
-Ray: the weights are whatever the publisher hands it (``[ObjectRef]`` in a run), and the replay
-actor holds one board and delegates its ``set_weights`` and ``weights`` calls to it.
+publish history that resolves the worker's acting lag (``weights/acting_lag.py``). It knows
+nothing of Ray: the weights are whatever the publisher hands it (``[ObjectRef]`` in a run), and
+the replay actor holds one board and delegates its ``set_weights`` and ``weights`` calls to it.
 
 Its own lock and condition, not the replay's, and held by the replay actor, not an actor of its
 own; ``benchmarks/weights_board.py`` measured the choice in one process (docs/benchmarks.md,
@@ -25,8 +25,8 @@ from __future__ import annotations
 import threading
 import time
 
-from distributed_sac.acting_lag import PublishHistory
-from distributed_sac.data import WeightsReply
+from distributed_sac.config.data import WeightsReply
+from distributed_sac.weights.acting_lag import PublishHistory
 
 
 class WeightsBoard:

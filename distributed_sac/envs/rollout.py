@@ -13,9 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
-from distributed_sac.config import EnvConfig, RolloutConfig
-from distributed_sac.data import Chunk, EpisodeStats, split_frames
-from distributed_sac.envs import make_env
+from distributed_sac.config.data import Chunk, EpisodeStats, split_frames
+from distributed_sac.config.fields import EnvConfig, RolloutConfig
+from distributed_sac.envs.wrappers import make_env
 
 
 class ActsOnBatches(Protocol):
@@ -31,7 +31,7 @@ class _Pending:
     frames: list[np.ndarray]
     actions: list[np.ndarray] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
-    min_version: int | None = None
+    oldest_weights_version: int | None = None
 
     def to_chunk(self, terminated: bool, truncated: bool) -> Chunk:
         t = len(self.actions)
@@ -44,7 +44,9 @@ class _Pending:
             reward=np.asarray(self.rewards, dtype=np.float32),
             terminated=term,
             truncated=trunc,
-            weights_version=-1 if self.min_version is None else self.min_version,
+            weights_version=-1
+            if self.oldest_weights_version is None
+            else self.oldest_weights_version,
         )
 
 
@@ -103,10 +105,10 @@ class Rollout:
         """One agent step in every env: random actions when exploring or without a policy."""
         if explore or policy is None:
             actions = self.rng.uniform(-1.0, 1.0, size=(len(self.envs), *self.action_space.shape))
-            version = None
+            weights_version = None
         else:
             actions = policy.act(self._obs, deterministic=False)
-            version = policy.weights_version
+            weights_version = policy.weights_version
         actions = actions.astype(np.float32)
         chunks: list[Chunk] = []
         episodes: list[EpisodeStats] = []
@@ -116,9 +118,11 @@ class Rollout:
             pending.frames.append(split_frames(next_obs, self.frame_shape)[-1])
             pending.actions.append(actions[i])
             pending.rewards.append(self._smooth(i, float(reward)))
-            if version is not None:
-                pending.min_version = (
-                    version if pending.min_version is None else min(pending.min_version, version)
+            if weights_version is not None:
+                pending.oldest_weights_version = (
+                    weights_version
+                    if pending.oldest_weights_version is None
+                    else min(pending.oldest_weights_version, weights_version)
                 )
             self._returns[i] += reward
             self._lengths[i] += 1

@@ -1,0 +1,1 @@
+"""The algorithm: networks, losses, augmentation, the SAC-AE update, the policy."""

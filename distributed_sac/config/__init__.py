@@ -1,0 +1,1 @@
+"""The ground: config fields with their rules, presets, data contracts, atomic files."""

@@ -1,0 +1,1 @@
+"""Environments: the wrappers and their registry, fast CarRacing, DMC, autopilot, rollouts."""

@@ -1,0 +1,1 @@
+"""Replay: the ring store, the buffer, the learner's mirror and feed, snapshots, demos."""

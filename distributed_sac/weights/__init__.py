@@ -1,0 +1,1 @@
+"""Weights delivery: the weights board and the acting lag it resolves."""
