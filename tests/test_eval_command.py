@@ -144,8 +144,7 @@ def test_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys)
     assert out[4] == f"return over 2 episodes: {ref.mean:.1f} ± {ref.std:.1f}"
     assert out[5] == f"standard error of the mean: {stats.sem(ref.returns):.1f}"
     assert out[6] == (
-        "solved: not applicable to VisualPendulum "
-        "(gymnasium registers no threshold for Pendulum-v1)"
+        "solved: not applicable to VisualPendulum (it has no registered solved threshold)"
     )
     assert out[7] == f"video: {video}"
     frames = decode(video)
@@ -200,7 +199,7 @@ def test_eval_json_and_the_held_out_seed(trained_run, tmp_path, capsys):
     assert "standard error of the mean" in capsys.readouterr().out
 
 
-def test_solved_only_for_carracing_over_100_episodes():
+def test_solved_over_100_episodes_where_gymnasium_registers_a_threshold():
     solved = returns_report([905.0, 910.0] * 50, "CarRacing")
     assert solved["threshold"] == 900.0 and solved["solved"] is True
     assert solved["stderr"] == pytest.approx(stats.sem([905.0, 910.0] * 50))
@@ -214,5 +213,15 @@ def test_solved_only_for_carracing_over_100_episodes():
     assert below["solved"] is False and verdict(below, "CarRacing").startswith("solved: no,")
     pendulum = returns_report([-150.0] * 100, "VisualPendulum")
     assert pendulum["threshold"] is None and pendulum["solved"] is None
+    cartpole = returns_report([463.0] * 10, "dmc:cartpole-swingup")
+    assert cartpole["threshold"] is None and cartpole["at_or_above_threshold"] is None
+    assert verdict(cartpole, "dmc:cartpole-swingup") == (
+        "solved: not applicable to dmc:cartpole-swingup (it has no registered solved threshold)"
+    )
+    # A gym: id takes its own spec's reward_threshold (LunarLanderContinuous-v3 registers 200).
+    lander = returns_report([210.0, 230.0] * 50, "gym:LunarLanderContinuous-v3")
+    assert lander["threshold"] == gym.spec("LunarLanderContinuous-v3").reward_threshold == 200
+    assert verdict(lander, "gym:LunarLanderContinuous-v3").startswith("solved: yes, mean 220.0")
+    assert returns_report([1.0], "gym:NoSuchEnv-v0")["threshold"] is None
     one = returns_report([12.0], "CarRacing")
     assert one["stderr"] is None and one["std"] == 0.0

@@ -34,8 +34,9 @@ HELD_OUT_EVAL_SEED = 2**33
 """`launch.py eval` (and a sweep's final evaluation) episode k resets with this + k: above every
 32-bit worker seed and every training-time evaluation seed (root seeds are below 2**31)."""
 SOLVED_THRESHOLDS = {"CarRacing": 900.0}
-"""Mean return over 100 consecutive episodes that solves an env: CarRacing-v3's registered
-reward_threshold. VisualPendulum has none (gymnasium registers none for Pendulum-v1)."""
+"""Mean return over 100 consecutive episodes that solves a named env: CarRacing-v3's registered
+reward_threshold. VisualPendulum has none (gymnasium registers none for Pendulum-v1); a gym:ID
+takes its own spec's (envs.wrappers.solved_threshold)."""
 SOLVED_EPISODES = 100
 """Episodes the solved criterion averages over."""
 

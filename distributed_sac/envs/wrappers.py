@@ -42,6 +42,7 @@ from distributed_sac.config.fields import (
     ACTION_DIMS,
     ENV_NAMES,
     PENDULUM_RENDER_SIZE,
+    SOLVED_THRESHOLDS,
     EnvConfig,
     TrainConfig,
     validate_env,
@@ -76,6 +77,21 @@ def split_env(name: str) -> tuple[str, str]:
         f"--env {name}: unknown env; choose CarRacing, VisualPendulum, dmc:DOMAIN-TASK "
         "(e.g. dmc:cartpole-swingup) or gym:ID (e.g. gym:MountainCarContinuous-v0)"
     )
+
+
+def solved_threshold(name: str) -> float | None:
+    """The mean return over 100 consecutive episodes that solves `name`: gymnasium's registered
+    `reward_threshold` (CarRacing-v3: 900; a `gym:ID` its own spec's, when it registers one).
+    VisualPendulum (Pendulum-v1 registers none) and the DMC tasks have none."""
+    if name in SOLVED_THRESHOLDS:
+        return SOLVED_THRESHOLDS[name]
+    if not name.startswith("gym:"):
+        return None
+    try:
+        threshold = gym.spec(name.removeprefix("gym:")).reward_threshold
+    except gym.error.Error:  # not registered: make_env says so in its own words
+        return None
+    return None if threshold is None else float(threshold)
 
 
 def env_defaults(name: str) -> dict[str, object]:

@@ -23,10 +23,10 @@ from distributed_sac.config.atomic import atomic_write
 from distributed_sac.config.fields import (
     HELD_OUT_EVAL_SEED,
     SOLVED_EPISODES,
-    SOLVED_THRESHOLDS,
     TrainConfig,
 )
 from distributed_sac.envs.wrappers import action_dim as env_action_dim
+from distributed_sac.envs.wrappers import solved_threshold
 from distributed_sac.run.evaluation import EvalResult, evaluate
 from distributed_sac.run.records import CheckpointPayload
 from distributed_sac.run.run_dir import (
@@ -98,7 +98,7 @@ def returns_report(returns: list[float], env: str) -> dict[str, Any]:
     """
     values = np.asarray(returns, dtype=float)
     stderr = float(stats.sem(values)) if len(values) > 1 else None
-    threshold = SOLVED_THRESHOLDS.get(env)
+    threshold = solved_threshold(env)
     mean = float(values.mean())
     above = None if threshold is None else bool(mean >= threshold)
     enough = len(values) >= SOLVED_EPISODES
@@ -114,10 +114,10 @@ def returns_report(returns: list[float], env: str) -> dict[str, Any]:
 
 
 def verdict(report: dict[str, Any], env: str) -> str:
-    """One line on the solved criterion: only CarRacing has one."""
+    """One line on the solved criterion (envs.wrappers.solved_threshold: which envs have one)."""
     threshold = report["threshold"]
     if threshold is None:
-        return f"solved: not applicable to {env} (gymnasium registers no threshold for Pendulum-v1)"
+        return f"solved: not applicable to {env} (it has no registered solved threshold)"
     mean, n = report["mean"], report["episodes"]
     relation = ">=" if report["at_or_above_threshold"] else "<"
     line = f"mean {mean:.1f} {relation} {threshold:g} ({env}'s solved threshold)"

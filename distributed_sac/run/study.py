@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from distributed_sac.config.fields import SOLVED_THRESHOLDS
+from distributed_sac.envs.wrappers import solved_threshold
 from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
     SWEEP_FILE,
@@ -64,8 +64,9 @@ CSV_FIELDS = (
 
 def default_threshold(env: str) -> tuple[float | None, str]:
     """(threshold, where it comes from) for steps-to-threshold of `env`."""
-    if env in SOLVED_THRESHOLDS:
-        return SOLVED_THRESHOLDS[env], f"{env}'s solved threshold (gymnasium's reward_threshold)"
+    solved = solved_threshold(env)
+    if solved is not None:
+        return solved, f"{env}'s solved threshold (gymnasium's reward_threshold)"
     if env in TARGETS:
         return TARGETS[env], f"this project's target for {env} (it has no solved threshold)"
     return None, f"none for {env}"
@@ -298,13 +299,14 @@ def _final_eval_entry(final_eval: dict[str, Any] | None) -> dict[str, Any] | Non
 
 def _final_eval_summary(runs: Sequence[SeedRun], env: str) -> dict[str, Any] | None:
     """The held-out final evaluations (`launch.py eval --json`) over the seeds that ran one:
-    their means' mean, IQM and interval, and (CarRacing only) how many seeds solved it."""
+    their means' mean, IQM and interval, and (for an env with a solved threshold) how many seeds
+    solved it."""
     done = [r.final_eval for r in runs if r.final_eval is not None]
     if not done:
         return None
     means = [float(e["mean"]) for e in done]
     summary = describe(means)
-    threshold = SOLVED_THRESHOLDS.get(env)
+    threshold = solved_threshold(env)
     return {
         "num_seeds": summary["num_seeds"],
         "episodes": [int(e["episodes"]) for e in done],
