@@ -56,7 +56,9 @@ def read_curve(path: Path) -> list[dict]:
     records = RunDir(path).read_metrics()
     if not records:
         raise ValueError(f"{path} has no metrics.jsonl records")
-    start = (path / "config.json").stat().st_mtime
+    # config.json is written when the run starts; a copied run dir (docs/results/) has a newer
+    # mtime, and then the first record (one log interval in) is the nearest start there is.
+    start = min((path / "config.json").stat().st_mtime, records[0]["time"])
     curve = []
     for r in records:
         if r.get("eval_return_mean") is None:
@@ -373,10 +375,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     base = PRESETS[args.preset]()
-    env = args.env or base.env
-    if env != base.env:
-        base = with_env_defaults(dataclasses.replace(base, env=env))
-    repeat = base.wrappers.action_repeat
+    if args.replot and args.env is None:
+        # Judge finished runs by their own env (its threshold), not the --preset default's.
+        ran = json.loads((args.replot[0] / "config.json").read_text())
+        env, repeat = ran["env"], ran["wrappers"]["action_repeat"]
+    else:
+        env = args.env or base.env
+        if env != base.env:
+            base = with_env_defaults(dataclasses.replace(base, env=env))
+        repeat = base.wrappers.action_repeat
     thresholds = {
         arm: args.threshold
         if args.threshold is not None

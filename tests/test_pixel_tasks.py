@@ -175,3 +175,13 @@ def test_dmc_flags_beat_the_env_defaults():
     cmd = launch.parse_train(["--preset", "dmc-cpu"])
     assert cmd.config.env == CARTPOLE and cmd.config.wrappers.action_repeat == 8
     assert cmd.config.wrappers.obs_shape == (9, 32, 32)
+    a = cmd.config.agent  # the papers' rates and heads (the ablation in the preset's docstring)
+    assert (a.actor_lr, a.critic_lr, a.encoder_lr, a.hidden_dim, a.num_filters) == (
+        1e-3,
+        1e-3,
+        1e-3,
+        1024,
+        16,
+    )
+    cmd = launch.parse_train(["--preset", "dmc-cpu", "--agent.hidden-dim", "256"])
+    assert cmd.config.agent.hidden_dim == 256 and cmd.config.agent.actor_lr == 1e-3
