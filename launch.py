@@ -71,7 +71,7 @@ class EvalCommand:
     """Episode k resets with seed + k. None takes 8589934592 (2**33): tracks no training run
     uses. Training's env j of worker i first resets with a 32-bit SeedSequence draw of (root
     seed, i, restarts) plus j and later episodes continue that env's generator; training-time
-    evaluation resets with root seed + 10,000,000 + k (root seeds are below 2**31);
+    evaluation resets with 2**34 + root seed * 2**20 + k (root seeds are below 2**31);
     `record --seed S` demonstrations with S, S + 1, ... (distributed_sac/config/fields.py)."""
     max_steps: int | None = None
     """Agent-step cap per episode; None takes the run's --eval.max-episode-steps."""

@@ -225,3 +225,20 @@ def test_solved_over_100_episodes_where_gymnasium_registers_a_threshold():
     assert returns_report([1.0], "gym:NoSuchEnv-v0")["threshold"] is None
     one = returns_report([12.0], "CarRacing")
     assert one["stderr"] is None and one["std"] == 0.0
+
+
+def test_training_time_evaluation_seeds_are_disjoint_per_root_seed_and_from_held_out():
+    from distributed_sac.config.fields import TRAINING_EVAL_SEED_STRIDE as stride
+    from distributed_sac.config.fields import TrainConfig, training_eval_seed, validate
+
+    episodes = 10
+    roots = [0, 1, 2, 2**31 - 1]
+    sets = [{training_eval_seed(r) + k for k in range(episodes)} for r in roots]
+    assert all(len(a & b) == 0 for i, a in enumerate(sets) for b in sets[i + 1 :])
+    lowest = min(min(s) for s in sets)
+    # Above the held-out 2**33 + k of `launch.py eval` and every 32-bit worker seed + env index.
+    assert lowest > HELD_OUT_EVAL_SEED + 10**6 and lowest > 2**32 + 1024
+    # An evaluation may not run more episodes than its root seed's share.
+    too_many = TrainConfig(eval=dataclasses.replace(TrainConfig().eval, episodes=stride + 1))
+    with pytest.raises(ValueError, match="eval.episodes"):
+        validate(too_many)

@@ -28,11 +28,22 @@ PENDULUM_RENDER_SIZE = 500
 # Evaluation seeds (docs/design.md, Seeds). Env worker i's env j first resets with seed
 # rollout.worker_seed(root seed, i, restarts) + j, a 32-bit SeedSequence draw, and later episodes
 # continue that env's generator; demonstrations from `launch.py record --seed S` use S, S + 1, ...
-TRAINING_EVAL_SEED_OFFSET = 10_000_000
-"""Training-time evaluation episode k (every evaluation) resets with root seed + this + k."""
+TRAINING_EVAL_SEED_BASE = 2**34
+"""Training-time evaluation episode k (every evaluation) of root seed r resets with
+this + r * TRAINING_EVAL_SEED_STRIDE + k: above the held-out seeds and every worker seed."""
+TRAINING_EVAL_SEED_STRIDE = 2**20
+"""Seeds each root seed's training-time evaluation owns, so no two root seeds share an episode
+(root + offset + k, used before, gave roots 0 and 1 nine of ten start states in common)."""
 HELD_OUT_EVAL_SEED = 2**33
 """`launch.py eval` (and a sweep's final evaluation) episode k resets with this + k: above every
-32-bit worker seed and every training-time evaluation seed (root seeds are below 2**31)."""
+32-bit worker seed, below every training-time evaluation seed."""
+
+
+def training_eval_seed(root: int) -> int:
+    """The seed of training-time evaluation episode 0 for root seed `root` (episode k adds k)."""
+    return TRAINING_EVAL_SEED_BASE + root * TRAINING_EVAL_SEED_STRIDE
+
+
 SOLVED_THRESHOLDS = {"CarRacing": 900.0}
 """Mean return over 100 consecutive episodes that solves a named env: CarRacing-v3's registered
 reward_threshold. VisualPendulum has none (gymnasium registers none for Pendulum-v1); a gym:ID
@@ -217,7 +228,7 @@ class EvalConfig:
 
     every: int = rule(10_000, Num(int, 0))
     """Agent steps between evaluations; 0 disables them."""
-    episodes: int = rule(5, _POS_INT)
+    episodes: int = rule(5, Num(int, 1, TRAINING_EVAL_SEED_STRIDE))
     """Episodes per evaluation; their mean return is logged."""
     video: bool = rule(True, _BOOL)
     """Record an mp4 of the first evaluation episode."""
@@ -247,7 +258,7 @@ class TrainConfig:
     """Root seed: env worker i after r restarts draws w = rollout.worker_seed(seed, i, r) (a
     32-bit SeedSequence draw) for its random actions and policy sampling; its env j first resets
     with w + j and later episodes continue that env's generator. Training-time evaluation
-    episode k resets with seed + 10,000,000 + k (docs/design.md, Seeds)."""
+    episode k resets with 2**34 + seed * 2**20 + k (docs/design.md, Seeds)."""
     run_dir: str = rule("", Text())
     """Run directory; empty picks runs/<env>-<timestamp>."""
     address: str | None = rule(

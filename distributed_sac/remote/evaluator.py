@@ -8,7 +8,7 @@ import torch
 
 from distributed_sac.agent.policy import Policy, PolicyWeights
 from distributed_sac.config.data import EvalRecord
-from distributed_sac.config.fields import TRAINING_EVAL_SEED_OFFSET, TrainConfig
+from distributed_sac.config.fields import TrainConfig, training_eval_seed
 from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.telemetry import EvalTelemetry
 from distributed_sac.run.evaluation import evaluate
@@ -39,7 +39,7 @@ class Evaluator:
             self.cfg.env,
             self.cfg.wrappers,
             episodes=self.cfg.eval.episodes,
-            seed=self.cfg.seed + TRAINING_EVAL_SEED_OFFSET,
+            seed=training_eval_seed(self.cfg.seed),
             max_steps=self.cfg.eval.max_episode_steps,
             video_path=Path(video_path) if video_path else None,
         )
