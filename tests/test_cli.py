@@ -242,3 +242,22 @@ def test_an_unknown_preset_names_the_registrys_presets():
     expected = f"--preset fast: must be one of {', '.join(PRESETS)}$"
     with pytest.raises(cli.UsageError, match=expected):
         cli.parse_train(["--preset", "fast"])
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["sweep", "--help"]])
+def test_a_reader_that_goes_away_gets_no_traceback(args):
+    """`launch.py train --help | head -1` with the reader gone before the first write: exit 141
+    (SIGPIPE's 128 + 13) and nothing on stderr, not an error line or a traceback."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=REPO,
+    )
+    os.close(write)
+    os.close(read)  # every write the child makes now fails with EPIPE
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert err.decode() == ""

@@ -35,7 +35,7 @@ def test_dependencies_are_the_runtime_pins_of_requirements_txt():
     assert sorted(project["dependencies"] + extras) == sorted(pinned)
 
 
-def test_console_script_is_launch_main(capsys):
+def test_console_script_is_launch_console(capsys):
     target = PYPROJECT["project"]["scripts"]["distributed-sac"]
     module, _, name = target.partition(":")
     main = getattr(importlib.import_module(module), name)
