@@ -48,8 +48,8 @@ from benchmarks.report import write_json
 from distributed_sac.agent.policy import Policy
 from distributed_sac.config.fields import TrainConfig
 from distributed_sac.config.presets import PRESETS
+from distributed_sac.envs.registry import action_dim as env_action_dim
 from distributed_sac.envs.rollout import Rollout
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.driver import Driver
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.learner import Learner

@@ -1,7 +1,7 @@
 """Env throughput per core: agent steps/s of CarRacing stock vs fast path, VisualPendulum, and
 DeepMind Control Suite tasks rendered at the observation size vs rendered at 84 then resized.
 
-Each env is built by ``distributed_sac.envs.wrappers.make_env`` (action repeat 3, crop, grayscale,
+Each env is built by ``distributed_sac.envs.registry.make_env`` (action repeat 3, crop, grayscale,
 frame stack, early termination) with ``EnvConfig(fast_render=False/True)``, and driven by
 seeded uniform random actions in [-1, 1], resets included. ``--raw`` adds the bare envs under
 a plain action-repeat loop (FastCarRacing drawing only each repeat's last frame). ``--dmc
@@ -34,7 +34,8 @@ from benchmarks.report import write_json
 from distributed_sac.config.fields import EnvConfig
 from distributed_sac.envs.carracing_fast import make_car_racing
 from distributed_sac.envs.dmc import make_dmc
-from distributed_sac.envs.wrappers import env_defaults, make_env, wrap_rendered
+from distributed_sac.envs.registry import env_defaults, make_env
+from distributed_sac.envs.wrappers import wrap_rendered
 
 REPEAT = EnvConfig().action_repeat
 ROUND = 10

@@ -42,7 +42,7 @@ from benchmarks.overrides import override
 from benchmarks.report import write_json
 from distributed_sac.config.fields import TrainConfig
 from distributed_sac.config.presets import PRESETS
-from distributed_sac.envs.wrappers import with_env_defaults
+from distributed_sac.envs.registry import with_env_defaults
 from distributed_sac.run import study
 from distributed_sac.run.run_dir import RunDir
 from distributed_sac.run.sweep_plan import SWEEP_FILE, Configuration, build_plan, trial_status

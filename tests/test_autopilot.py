@@ -16,7 +16,7 @@ from distributed_sac.agent.tensors import batch_tensors, draw_noise
 from distributed_sac.config.fields import EnvConfig
 from distributed_sac.config.presets import tiny_preset
 from distributed_sac.envs.autopilot import Autopilot, to_agent
-from distributed_sac.envs.wrappers import make_env
+from distributed_sac.envs.registry import make_env
 from distributed_sac.replay.buffer import ReplayBuffer
 from distributed_sac.replay.demos import load_demos
 from distributed_sac.run.recorder import RecordArgs, Recorder, main

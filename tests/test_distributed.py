@@ -175,7 +175,7 @@ def test_prometheus_export_holds_our_metrics_and_they_grow(finished_run):
 def test_a_dmc_task_trains_from_rgb_frames(ray_cluster, tmp_path):
     """dmc:cartpole-swingup end to end: RGB stacks of 3 frames (9 channels) through the workers,
     the replay, the learner's mirror and the evaluator; the run ends at its exact counts."""
-    from distributed_sac.envs.wrappers import with_env_defaults
+    from distributed_sac.envs.registry import with_env_defaults
 
     cfg = with_env_defaults(
         tiny_ray_config(env="dmc:cartpole-swingup", eval_every=100, total_steps=200)

@@ -13,13 +13,11 @@ from gymnasium.envs.box2d.car_racing import CarRacing
 from gymnasium.utils.env_checker import check_env
 
 from distributed_sac.config.fields import ACTION_DIMS, ENV_NAMES, EnvConfig
+from distributed_sac.envs.registry import ENV_IDS, action_dim, make_env
 from distributed_sac.envs.wrappers import (
-    ENV_IDS,
     SLIGHT_GAS,
     EarlyTermination,
-    action_dim,
     area_resize,
-    make_env,
     wrap_carracing,
     wrap_pendulum,
 )

@@ -14,14 +14,8 @@ import pytest
 
 from distributed_sac.config.fields import EnvConfig
 from distributed_sac.envs import dmc
-from distributed_sac.envs.wrappers import (
-    EnvError,
-    action_dim,
-    area_resize,
-    check_env,
-    env_defaults,
-    make_env,
-)
+from distributed_sac.envs.registry import EnvError, action_dim, check_env, env_defaults, make_env
+from distributed_sac.envs.wrappers import area_resize
 
 REPO = Path(__file__).resolve().parents[1]
 CARTPOLE = "dmc:cartpole-swingup"

@@ -13,7 +13,7 @@ import pygame
 import pytest
 
 from distributed_sac.config.fields import EnvConfig
-from distributed_sac.envs.wrappers import make_env
+from distributed_sac.envs.registry import make_env
 from distributed_sac.replay.demos import load_demo, load_demos
 from distributed_sac.run.recorder import RecordArgs, Recorder, keys_to_action, main
 

@@ -200,7 +200,7 @@ def test_aggregate_command_rebuilds_from_run_directories(tmp_path, capsys):
 
 def test_a_dmc_configuration_counts_env_steps(tmp_path):
     from distributed_sac.config.presets import dmc_cpu_preset
-    from distributed_sac.envs.wrappers import with_env_defaults
+    from distributed_sac.envs.registry import with_env_defaults
 
     cfg = with_env_defaults(dmc_cpu_preset())
     assert cfg.wrappers.action_repeat == 8

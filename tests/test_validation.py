@@ -124,7 +124,7 @@ def test_messages_read_as_one_line(path, value, expected):
 
 
 def test_make_env_and_validate_share_the_image_size_bounds():
-    from distributed_sac.envs.wrappers import make_env
+    from distributed_sac.envs.registry import make_env
 
     lo, hi = IMAGE_SIZE_RANGE
     for size in (lo - 1, hi + 1):

@@ -47,7 +47,7 @@ def training_eval_seed(root: int) -> int:
 SOLVED_THRESHOLDS = {"CarRacing": 900.0}
 """Mean return over 100 consecutive episodes that solves a named env: CarRacing-v3's registered
 reward_threshold. VisualPendulum has none (gymnasium registers none for Pendulum-v1); a gym:ID
-takes its own spec's (envs.wrappers.solved_threshold)."""
+takes its own spec's (envs.registry.solved_threshold)."""
 SOLVED_EPISODES = 100
 """Episodes the solved criterion averages over."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from distributed_sac.config.data import Chunk, EpisodeStats, split_frames
 from distributed_sac.config.fields import EnvConfig, RolloutConfig
-from distributed_sac.envs.wrappers import make_env
+from distributed_sac.envs.registry import make_env
 
 
 class ActsOnBatches(Protocol):

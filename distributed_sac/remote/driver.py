@@ -25,7 +25,7 @@ from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError
 
 from distributed_sac.config.data import EvalRecord
 from distributed_sac.config.fields import TrainConfig
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
+from distributed_sac.envs.registry import action_dim as env_action_dim
 from distributed_sac.remote.env_worker import EnvWorker
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner

@@ -24,8 +24,8 @@ import torch
 from distributed_sac.agent.policy import Policy, PolicyWeights
 from distributed_sac.config.data import AddReply, WorkerStats
 from distributed_sac.config.fields import TrainConfig
+from distributed_sac.envs.registry import action_dim as env_action_dim
 from distributed_sac.envs.rollout import Rollout, worker_seed
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
 from distributed_sac.remote.telemetry import WorkerTelemetry
 from distributed_sac.remote.weights_client import REFRESH_AFTER_S, WeightsClient
 

@@ -9,7 +9,7 @@ import torch
 from distributed_sac.agent.policy import Policy, PolicyWeights
 from distributed_sac.config.data import EvalRecord
 from distributed_sac.config.fields import TrainConfig, training_eval_seed
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
+from distributed_sac.envs.registry import action_dim as env_action_dim
 from distributed_sac.remote.telemetry import EvalTelemetry
 from distributed_sac.run.evaluation import evaluate
 

@@ -24,7 +24,7 @@ import numpy as np
 from distributed_sac.config.atomic import atomic_write
 from distributed_sac.config.data import Chunk, validate_chunk
 from distributed_sac.config.fields import EnvConfig
-from distributed_sac.envs.wrappers import ENV_IDS, action_dim
+from distributed_sac.envs.registry import ENV_IDS, action_dim
 
 FORMAT_VERSION = 1
 """Version written into every demonstration file; `load_demo` reads only this one."""

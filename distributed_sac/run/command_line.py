@@ -186,12 +186,12 @@ def parse_train(argv: list[str], build_env: bool = True) -> TrainCommand:
     cmd = cli(TrainCommand, argv, f"{PROG} train", default=default)
     validate(cmd.config)
     if source is None and not cmd.resume and ":" in cmd.config.env:  # dmc: and gym: tasks
-        from distributed_sac.envs.wrappers import with_env_defaults
+        from distributed_sac.envs.registry import with_env_defaults
 
         cmd = dataclasses.replace(cmd, config=with_env_defaults(cmd.config, given_fields(argv)))
         validate(cmd.config)
     if build_env and not cmd.resume:
-        from distributed_sac.envs.wrappers import check_env
+        from distributed_sac.envs.registry import check_env
 
         check_env(cmd.config.env, cmd.config.wrappers)
     if cmd.pretrain_updates < 0:

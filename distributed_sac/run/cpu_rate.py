@@ -19,7 +19,7 @@ from distributed_sac.agent.sac_ae import SacAeAgent
 from distributed_sac.agent.tensors import batch_tensors
 from distributed_sac.config.data import Batch
 from distributed_sac.config.fields import TrainConfig
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
+from distributed_sac.envs.registry import action_dim as env_action_dim
 
 SLOW_UPDATES_PER_S = 2.0
 """Below this a CPU learner gets a warning: 100k updates would take over 14 hours."""

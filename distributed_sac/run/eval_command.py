@@ -25,8 +25,8 @@ from distributed_sac.config.fields import (
     SOLVED_EPISODES,
     TrainConfig,
 )
-from distributed_sac.envs.wrappers import action_dim as env_action_dim
-from distributed_sac.envs.wrappers import solved_threshold
+from distributed_sac.envs.registry import action_dim as env_action_dim
+from distributed_sac.envs.registry import solved_threshold
 from distributed_sac.run.evaluation import EvalResult, evaluate
 from distributed_sac.run.records import CheckpointPayload
 from distributed_sac.run.run_dir import (
@@ -114,7 +114,7 @@ def returns_report(returns: list[float], env: str) -> dict[str, Any]:
 
 
 def verdict(report: dict[str, Any], env: str) -> str:
-    """One line on the solved criterion (envs.wrappers.solved_threshold: which envs have one)."""
+    """One line on the solved criterion (envs.registry.solved_threshold: which envs have one)."""
     threshold = report["threshold"]
     if threshold is None:
         return f"solved: not applicable to {env} (it has no registered solved threshold)"

@@ -10,8 +10,8 @@ import numpy as np
 
 from distributed_sac.config.atomic import atomic_write
 from distributed_sac.config.fields import EnvConfig
+from distributed_sac.envs.registry import make_env
 from distributed_sac.envs.rollout import ActsOnBatches
-from distributed_sac.envs.wrappers import make_env
 
 VIDEO_FPS = 30
 

@@ -30,7 +30,7 @@ from distributed_sac.config.data import split_frames
 from distributed_sac.config.fields import EnvConfig
 from distributed_sac.config.presets import PRESETS
 from distributed_sac.envs.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
-from distributed_sac.envs.wrappers import make_env
+from distributed_sac.envs.registry import make_env
 from distributed_sac.replay.demos import demo_meta, save_episode
 
 BRAKE = 0.8

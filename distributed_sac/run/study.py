@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from distributed_sac.envs.wrappers import solved_threshold
+from distributed_sac.envs.registry import solved_threshold
 from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
     SWEEP_FILE,

@@ -202,7 +202,7 @@ def plan_sweep(argv: list[str]):
                 pretrain_updates=parsed.pretrain_updates,
             )
         )
-    from distributed_sac.envs.wrappers import check_env
+    from distributed_sac.envs.registry import check_env
 
     for env, wrappers in dict.fromkeys((c.cfg.env, c.cfg.wrappers) for c in configurations):
         check_env(env, wrappers)  # every configuration parsed first: bad flags need no gymnasium
