@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -13,10 +11,9 @@ import torch
 
 from distributed_sac.agent.sac_ae import SacAeAgent
 from distributed_sac.agent.tensors import batch_tensors
-from distributed_sac.config.data import Batch, Chunk, EpisodeStats, FeedRequest
+from distributed_sac.config.data import Batch, Chunk
 from distributed_sac.config.fields import ReplayConfig
 from distributed_sac.config.presets import tiny_preset
-from distributed_sac.remote.learner import MetricsWindow, NonFiniteLossError
 from distributed_sac.remote.replay_server import ReplayServer
 from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec, mix_indices
 from distributed_sac.replay.feed import ReplayMirror
@@ -67,7 +64,7 @@ def test_mirror_follows_inserts_and_evictions_exactly(
         assert np.all(stacks // 10_000 == stacks[:, :1] // 10_000)  # never mixes episodes
 
 
-def _spec(frame_shape: tuple[int, ...] = SHAPE, **replay) -> ReplaySpec:
+def small_spec(frame_shape: tuple[int, ...] = SHAPE, **replay) -> ReplaySpec:
     # A huge tolerance: neither side is ever throttled, so one thread can drive both.
     replay = {"capacity": 60, "min_size": 20, "replay_ratio": 1.0, "ratio_tolerance": 1e6, **replay}
     cfg = ReplayConfig(**replay)
@@ -100,7 +97,7 @@ def _rows(batch, start, stop):
     return type(batch)(*(f[start:stop] for f in batch))
 
 
-def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
+def add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
     """Insert ``episodes`` episodes chunk by chunk; returns the number of chunks."""
     n = 0
     for _ in range(episodes):
@@ -112,13 +109,13 @@ def _add_episodes(server: ReplayServer, ref: Reference, episodes: int) -> int:
 
 
 def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path):
-    server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
+    server = ReplayServer(small_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(1), max_episode=30, max_chunk=8)
     learner = ReplayMirror()
-    _add_episodes(server, ref, 3)
+    add_episodes(server, ref, 3)
     batches, feed = take(learner, server, 5)
     assert feed.reset and len(batches) == 5 and len(learner.replay) == len(server.buffer)
-    new = _add_episodes(server, ref, 1)
+    new = add_episodes(server, ref, 1)
     _, feed = take(learner, server, 3)
     assert not feed.reset and len(feed.chunks.lengths) == new  # only the new episode's chunks
     # A learner restarted by Ray is a new client: it gets everything.
@@ -126,17 +123,17 @@ def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path)
     _, feed = take(restarted, server, 2)
     assert feed.reset and feed.chunks.num_transitions == len(server.buffer)
     # The replay keeps no per-client state: the first learner still gets just what it lacks.
-    new = _add_episodes(server, ref, 1)
+    new = add_episodes(server, ref, 1)
     _, feed = take(learner, server, 2)
     assert not feed.reset and len(feed.chunks.lengths) == new
     assert len(learner.replay) == len(server.buffer)
     # Falling more than a whole buffer behind also means a full resync.
-    _add_episodes(server, ref, 12)
+    add_episodes(server, ref, 12)
     _, feed = take(learner, server, 2)
     assert feed.reset
     # A replay restarted from its snapshot resyncs the learner that knew the old one.
     server.snapshot()
-    back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
+    back = ReplayServer(small_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
     assert back.state() == server.state() and len(back.buffer) == len(server.buffer)
     assert back.lineage != server.lineage
     _, feed = take(learner, back, 2)
@@ -144,7 +141,7 @@ def test_feeds_ship_each_chunk_once_and_resync_new_or_lagging_learners(tmp_path)
 
 
 def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
-    spec = _spec(replay_ratio=4.0)
+    spec = small_spec(replay_ratio=4.0)
     spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
     server = ReplayServer(spec)
     ref = Reference(np.random.default_rng(6), max_episode=30, max_chunk=8)
@@ -152,19 +149,19 @@ def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
     learner = ReplayMirror()
     # Dropped: the answer to the first request (demos and the whole buffer) is never followed,
     # as when pretraining ended with a feed in flight. Nothing counts it as delivered.
-    _add_episodes(server, ref, 3)
+    add_episodes(server, ref, 3)
     server.feed(learner.request(4, 0, pretrain=True))
     batches, feed = take(learner, server, 3)
     assert feed.reset and feed.demos is not None and len(batches) == 3
     assert feed.demo_idx.shape == (3, 2)
     # Repeated: the same request answered twice; the second answer does not follow the mirror
     # once the first is followed, and is skipped; the next request gets what is missing.
-    _add_episodes(server, ref, 1)
+    add_episodes(server, ref, 1)
     request = learner.request(2, 0)
     first, second = server.feed(request), server.feed(request)
     assert len(follow(learner, server, first)) == 2
     assert follow(learner, server, second) == []  # its chunks are the mirror's already
-    _add_episodes(server, ref, 1)
+    add_episodes(server, ref, 1)
     _, feed = take(learner, server, 2)
     assert len(learner.replay) == len(server.buffer) and feed.demos is None
     assert server.limiter.samples == learner.granted == 3 + 2 + 2  # the skipped one is not
@@ -173,7 +170,7 @@ def test_a_dropped_a_repeated_and_a_retried_request_lose_nothing():
 
 
 def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
-    spec = _spec()
+    spec = small_spec()
     spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
     server = ReplayServer(spec)
     ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=30)
@@ -182,7 +179,7 @@ def test_demo_fraction_and_pretraining_draw_from_the_mirrored_demos():
     learner = ReplayMirror()
     batches, feed = take(learner, server, 4, pretrain=True)
     assert feed.demo_idx.shape == (4, 8) and feed.replay_idx.shape == (4, 0) and len(batches) == 4
-    _add_episodes(server, ref, 4)
+    add_episodes(server, ref, 4)
     batches, feed = take(learner, server, 3)
     assert feed.demo_idx.shape == (3, 2) and feed.replay_idx.shape == (3, 6)  # round(0.25 * 8)
     assert all(b.obs.shape == (8, STACK, *SHAPE) for b in batches)
@@ -224,16 +221,16 @@ def test_an_update_from_the_mirror_equals_one_from_replay(one_torch_thread, gray
 
 
 def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_path):
-    server = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    server = ReplayServer(small_spec(), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(4), max_episode=30, max_chunk=8)
-    _add_episodes(server, ref, 2)
+    add_episodes(server, ref, 2)
     server.snapshot()
     first = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
-    _add_episodes(server, ref, 1)
+    add_episodes(server, ref, 1)
     server.snapshot()
     second = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
     assert first <= second and len(second) == len(first) + 1
-    _add_episodes(server, ref, 10)  # evicts everything of the first snapshots
+    add_episodes(server, ref, 10)  # evicts everything of the first snapshots
     server.snapshot()
     third = {p.name for p in (tmp_path / "replay").glob("part_*.npz")}
     assert not third & first
@@ -248,17 +245,17 @@ def test_incremental_snapshots_write_only_new_chunks_and_drop_evicted_parts(tmp_
 
 
 def test_rgb_feeds_demos_and_snapshots_round_trip(tmp_path):
-    spec = _spec(RGB, replay_ratio=4.0)
+    spec = small_spec(RGB, replay_ratio=4.0)
     spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
     server = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(11), max_episode=30, max_chunk=8, frame_shape=RGB)
     server.load_demos([c for _ in range(2) for c in ref.episode_chunks()])
-    _add_episodes(server, ref, 6)  # wraps the 60-transition ring
+    add_episodes(server, ref, 6)  # wraps the 60-transition ring
     learner = ReplayMirror()
     batches, feed = take(learner, server, 3)  # each batch checked against the replay's own
     assert feed.reset and len(batches) == 3 and feed.demo_idx.shape == (3, 2)
     assert all(b.obs.shape == (8, 3 * STACK, *RGB[1:]) for b in batches)
-    _add_episodes(server, ref, 1)
+    add_episodes(server, ref, 1)
     _, feed = take(learner, server, 2)
     assert not feed.reset and len(learner.replay) == len(server.buffer)
     server.snapshot()
@@ -275,106 +272,13 @@ def test_rgb_feeds_demos_and_snapshots_round_trip(tmp_path):
         restore_snapshot(tmp_path / "replay", gray)
 
 
-def test_every_request_sets_the_ratio_count_to_the_learners(tmp_path):
-    server = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
-    ref = Reference(np.random.default_rng(2), max_episode=30, max_chunk=8)
-    _add_episodes(server, ref, 4)
-    learner = ReplayMirror()
-    take(learner, server, 30)
-    assert server.limiter.samples == learner.granted == 30
-    server.snapshot()  # counts 30 granted
-    take(learner, server, 30)
-    assert server.limiter.samples == learner.granted == 60
-    # A learner restarted from a checkpoint made 25 of those updates: the rest is granted again.
-    restarted = ReplayMirror(granted=25)
-    take(restarted, server, 10)
-    assert server.limiter.samples == 35
-    # A replay restored from the older snapshot takes the count of the learner it meets,
-    # the feed that learner holds included: nothing is granted twice.
-    back = ReplayServer(_spec(replay_ratio=4.0), snapshot=str(tmp_path / "replay"))
-    assert back.limiter.samples == 30
-    take(restarted, back, 5)
-    assert back.limiter.samples == restarted.granted == 40
-
-
-def test_sample_age_counts_in_weights_versions_and_is_never_negative():
-    server = ReplayServer(_spec(replay_ratio=4.0))
-    ref = Reference(np.random.default_rng(7), max_episode=30, max_chunk=8)
-    for _ in range(4):  # acted by weights after 1,000 pretraining updates
-        for chunk in ref.episode_chunks():
-            server.add(0, [chunk._replace(weights_version=1000)], [])
-    server.feed(FeedRequest(ReplayMirror().state(), 4, 0, weights_version=1010))
-    assert server.stats().sample_age == 10.0
-    # A learner restarted from an older checkpoint counts from below the data's version.
-    server.feed(FeedRequest(ReplayMirror().state(), 4, 4, weights_version=900))
-    assert server._sample_ages[-1] == 0.0
-
-
-def test_weights_calls_answer_on_news_and_a_restarted_learner_replaces_the_dead_ones():
-    server = ReplayServer(_spec())
-    # Nothing published: the call waits its time out and answers with no weights.
-    assert server.weights(-1, wait_s=0.01).weights is None
-    server.set_weights(40, ["old40"], 100.0)
-    server.set_weights(30, ["late30"], 101.0)  # older than what it holds: ignored
-    reply = server.weights(-1, wait_s=0.01)
-    assert (reply.weights_version, reply.weights) == (40, ["old40"])
-    assert server.weights(40, wait_s=0.01).weights is None  # it has them: no news
-    server.set_weights(20, ["new20"], 102.0, replace=True)
-    reply = server.weights(40, since=0.0, wait_s=0.01)  # lower, but what acts now
-    assert (reply.weights_version, reply.weights) == (20, ["new20"])
-    assert reply.publishes == ((20, 102.0),)  # the dead learner's history is gone
-
-
-def test_a_parked_weights_call_answers_when_weights_are_published():
-    server = ReplayServer(_spec())
-    server.set_weights(0, ["v0"], 1.0)
-    answer = {}
-    thread = threading.Thread(target=lambda: answer.update(r=server.weights(0, wait_s=60)))
-    thread.start()
-    time.sleep(0.05)
-    assert thread.is_alive()  # parked: nothing new yet
-    server.set_weights(10, ["v10"], 2.0)
-    thread.join(timeout=10)
-    assert not thread.is_alive() and answer["r"].weights == ["v10"]
-
-
-def test_collection_stops_at_total_steps_exactly_and_the_learner_drains_to_the_ratio():
-    spec = dataclasses.replace(_spec(), total_steps=45)
-    server = ReplayServer(spec)
-    server.feed_wait_s = 0.0
-    ref = Reference(np.random.default_rng(5), max_episode=8, max_chunk=8)
-    learner = ReplayMirror()
-    done = False
-    while not done:
-        chunks = ref.episode_chunks()
-        reply = server.add(1, chunks, [EpisodeStats(1.0, 8, False, False)])
-        _, learner_feed = take(learner, server, 100)
-        done = reply.done
-    assert server.agent_steps == server.buffer.total_added == 45
-    server.close()
-    while not learner_feed.done:
-        _, learner_feed = take(learner, server, 100)
-    assert server.limiter.samples == 45 - 20  # ratio 1 after min_size 20
-
-
-def test_metrics_window_reads_means_and_stops_on_nan():
-    window = MetricsWindow()
-    for v in (1.0, 3.0):
-        window.add({"critic_loss": torch.tensor(v), "alpha": torch.tensor(0.5)})
-    assert window.read(2) == {"critic_loss": 2.0, "alpha": 0.5}
-    assert window.read(2) is None
-    window.add({"critic_loss": torch.tensor(float("nan")), "alpha": torch.tensor(0.5)})
-    with pytest.raises(NonFiniteLossError, match="critic_loss in updates 2..3"):
-        window.read(3)
-
-
 def test_a_snapshot_overtaken_by_eviction_restores_what_it_holds(tmp_path, monkeypatch):
     import distributed_sac.replay.snapshot as snapshot
 
     monkeypatch.setattr(snapshot, "PART_TRANSITIONS", 8)  # a part per chunk: many lock turns
-    server = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    server = ReplayServer(small_spec(), snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(8), max_episode=30, max_chunk=8)
-    _add_episodes(server, ref, 3)
+    add_episodes(server, ref, 3)
 
     class EvictingLock:
         """The replay's lock, but inserts arrive (and evict) between the writer's turns."""
@@ -385,7 +289,7 @@ def test_a_snapshot_overtaken_by_eviction_restores_what_it_holds(tmp_path, monke
         def __enter__(self):
             self.turns += 1
             if self.turns == 3:  # after the first part is written
-                _add_episodes(server, ref, 1)  # evicts chunks not written yet
+                add_episodes(server, ref, 1)  # evicts chunks not written yet
             return self
 
         def __exit__(self, *exc) -> None:
@@ -401,17 +305,17 @@ def test_a_snapshot_overtaken_by_eviction_restores_what_it_holds(tmp_path, monke
     live = server.buffer.run_since(back.layout.first_seq)
     n = back.layout.size
     np.testing.assert_array_equal(back.run_since(back.layout.first_seq).action, live.action[:n])
-    restarted = ReplayServer(_spec(), snapshot=str(tmp_path / "replay"))
+    restarted = ReplayServer(small_spec(), snapshot=str(tmp_path / "replay"))
     assert restarted.restored and len(restarted.buffer) == n
 
 
 def test_demonstrations_survive_a_replay_restart(tmp_path):
-    spec = _spec()
+    spec = small_spec()
     spec = dataclasses.replace(spec, cfg=dataclasses.replace(spec.cfg, demo_fraction=0.25))
     server = ReplayServer(spec, snapshot=str(tmp_path / "replay"))
     ref = Reference(np.random.default_rng(9), max_episode=30, max_chunk=30)
     server.load_demos([c for _ in range(3) for c in ref.episode_chunks()])
-    _add_episodes(server, ref, 4)
+    add_episodes(server, ref, 4)
     learner = ReplayMirror()
     take(learner, server, 2)
     server.snapshot()
@@ -427,46 +331,3 @@ def test_demonstrations_survive_a_replay_restart(tmp_path):
     assert back.feed(ReplayMirror().request(2, 0, pretrain=True)).demo_idx.shape == (2, 8)
     back.stats()
     assert back.stats().demo_fraction_held == 0.25
-
-
-def test_a_failing_publisher_stops_the_update_loop_with_its_error():
-    from distributed_sac.remote.learner import PublishError, WeightsPublisher
-
-    class Broken(WeightsPublisher):
-        def _publish(self, version, state):
-            raise OSError("object store full")
-
-    publisher = Broken(lambda version, ref: None)
-    publisher.submit(1, {})
-    with pytest.raises(PublishError, match="OSError: object store full"):
-        publisher.flush(timeout=10)  # at once, not after the 60 s wait
-    with pytest.raises(PublishError):
-        publisher.submit(2, {})
-
-
-def test_stats_never_see_a_container_change_size_while_updates_go_on():
-    window = MetricsWindow(keep=10_000)
-    server = ReplayServer(_spec())
-    ref = Reference(np.random.default_rng(10), max_episode=4, max_chunk=4)
-    chunk = ref.episode_chunks()[0]
-    stop = threading.Event()
-
-    def churn() -> None:
-        k = 0
-        while not stop.is_set():
-            window.recent.append({"critic_loss": 1.0, f"m{k % 7}": 2.0})
-            window.read(k)
-            window.add({"critic_loss": torch.tensor(1.0)})
-            server.add(k, [chunk], [])  # a new worker id each time: the dict grows
-            k += 1
-
-    thread = threading.Thread(target=churn)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            window.means()
-            server.state()
-    finally:
-        stop.set()
-        thread.join()

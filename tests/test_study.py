@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from distributed_sac.config.presets import carracing_cpu_preset, tiny_preset
-from distributed_sac.run import study
+from distributed_sac.run import seed_stats, study
 
 REQUIRED_KEYS = {
     "env",
@@ -57,9 +57,9 @@ def fake_run(
 
 def test_iqm_is_the_mean_of_the_middle_half():
     values = [100.0, 1.0, 7.0, 3.0, 2.0, 6.0, -50.0, 5.0]  # sorted: -50 1 2 3 5 6 7 100
-    assert study.iqm(values) == pytest.approx((2 + 3 + 5 + 6) / 4)
-    assert study.iqm(values) == pytest.approx(stats.trim_mean(values, 0.25))
-    assert study.iqm([4.0, 8.0]) == 6.0  # too few to trim: the mean
+    assert seed_stats.iqm(values) == pytest.approx((2 + 3 + 5 + 6) / 4)
+    assert seed_stats.iqm(values) == pytest.approx(stats.trim_mean(values, 0.25))
+    assert seed_stats.iqm([4.0, 8.0]) == 6.0  # too few to trim: the mean
 
 
 def test_bootstrap_interval_matches_scipy_and_hand_values():
@@ -67,16 +67,16 @@ def test_bootstrap_interval_matches_scipy_and_hand_values():
     expected = stats.bootstrap(
         (x,),
         np.mean,
-        n_resamples=study.BOOTSTRAP_RESAMPLES,
+        n_resamples=seed_stats.BOOTSTRAP_RESAMPLES,
         method="percentile",
-        rng=np.random.default_rng(study.BOOTSTRAP_SEED),
+        rng=np.random.default_rng(seed_stats.BOOTSTRAP_SEED),
     ).confidence_interval
-    assert study.stratified_bootstrap_ci([x]) == pytest.approx([expected.low, expected.high])
+    assert seed_stats.stratified_bootstrap_ci([x]) == pytest.approx([expected.low, expected.high])
     # Two seeds: a quarter of the resamples repeat the lower one, a quarter the upper one, so
     # the 2.5 % and 97.5 % percentiles are the two values themselves.
-    assert study.stratified_bootstrap_ci([[-480.0, -848.0]]) == [-848.0, -480.0]
-    assert study.stratified_bootstrap_ci([[5.0, 5.0, 5.0]]) == [5.0, 5.0]
-    assert study.stratified_bootstrap_ci([[5.0]]) is None  # one seed: no interval
+    assert seed_stats.stratified_bootstrap_ci([[-480.0, -848.0]]) == [-848.0, -480.0]
+    assert seed_stats.stratified_bootstrap_ci([[5.0, 5.0, 5.0]]) == [5.0, 5.0]
+    assert seed_stats.stratified_bootstrap_ci([[5.0]]) is None  # one seed: no interval
 
 
 def test_stratified_bootstrap_resamples_each_stratum_on_its_own():
@@ -88,11 +88,11 @@ def test_stratified_bootstrap_resamples_each_stratum_on_its_own():
     expected = stats.bootstrap(
         (a, b),
         pooled_iqm,
-        n_resamples=study.BOOTSTRAP_RESAMPLES,
+        n_resamples=seed_stats.BOOTSTRAP_RESAMPLES,
         method="percentile",
-        rng=np.random.default_rng(study.BOOTSTRAP_SEED),
+        rng=np.random.default_rng(seed_stats.BOOTSTRAP_SEED),
     ).confidence_interval
-    got = study.stratified_bootstrap_ci([a, b], "iqm")
+    got = seed_stats.stratified_bootstrap_ci([a, b], "iqm")
     assert got == pytest.approx([expected.low, expected.high])
 
 
@@ -120,7 +120,7 @@ def test_aggregate_by_evaluation_point_keys_and_files(tmp_path):
     assert summary["agent_steps"] == 600
     assert summary["final_mean"] == pytest.approx(np.mean(finals))
     assert summary["final_iqm"] == pytest.approx(stats.trim_mean(finals, 0.25))
-    assert summary["final_ci95"] == pytest.approx(study.stratified_bootstrap_ci([finals]))
+    assert summary["final_ci95"] == pytest.approx(seed_stats.stratified_bootstrap_ci([finals]))
     assert [s["final_return"] for s in summary["per_seed"]] == finals
     assert [s["agent_steps"] for s in summary["per_seed"]] == [600, 600, 400]
     # VisualPendulum: this project's -250 target (it has no solved threshold).

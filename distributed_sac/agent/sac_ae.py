@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from distributed_sac.agent.augment import random_shift
+from distributed_sac.agent.layouts import grad_in_layout, match_state_layouts
 from distributed_sac.agent.losses import (
     Losses,
     OnlinePass,
@@ -373,37 +374,6 @@ FORWARD_HIDDEN = 256
 """Hidden units of the latent forward model's one hidden layer."""
 
 _OPTIMIZERS = ("critic_opt", "encoder_opt", "decoder_opt", "actor_opt", "alpha_opt")
-
-
-def grad_in_layout(param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``grad`` with ``param``'s strides: copied into ``torch.empty_like(param)`` if they differ.
-
-    ``torch.autograd.grad`` returns each gradient in whatever layout its backward kernel chose
-    (cuDNN may give a contiguous gradient for a channels-last weight); only ``backward``'s
-    accumulation would restride it. Fused Adam walks a parameter, its gradient and its moments
-    as flat buffers, so a gradient in another layout would update the wrong elements (on the
-    CPU silently: tests/test_cuda_path.py).
-    """
-    if grad.stride() == param.stride():
-        return grad
-    return torch.empty_like(param, requires_grad=False).copy_(grad)
-
-
-def match_state_layouts(opt: torch.optim.Optimizer) -> None:
-    """Give every per-parameter optimiser state tensor its parameter's strides.
-
-    ``Optimizer.load_state_dict`` keeps the strides the state was saved with, so moments saved
-    by a contiguous (plain path) agent would meet channels-last parameters under fused Adam.
-    """
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, value in opt.state.get(p, {}).items():
-                if (
-                    isinstance(value, torch.Tensor)
-                    and value.shape == p.shape
-                    and value.stride() != p.stride()
-                ):
-                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def _optional_state(name: str, module: nn.Module | None) -> dict[str, dict]:
