@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -123,6 +124,59 @@ def test_what_cannot_be_trained_is_one_line(name, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+class _BrokenRender(gym.Env):
+    """A continuous env with rgb_array rendering whose render fails in its own code."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, render_mode=None):
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.render_mode = render_mode
+
+    def reset(self, seed=None, options=None):
+        return np.zeros(3, np.float32), {}
+
+    def render(self):
+        raise RuntimeError("the simulator fell over\nits second line")
+
+    def close(self):
+        pass
+
+
+def test_an_env_that_fails_in_its_own_code_is_one_line():
+    gym.register("BrokenRender-v0", entry_point=lambda **kw: _BrokenRender(**kw))
+    try:
+        with pytest.raises(EnvError) as err:
+            check_env("gym:BrokenRender-v0", EnvConfig(image_size=16))
+    finally:
+        gym.registry.pop("BrokenRender-v0")
+    assert str(err.value) == (
+        "--env gym:BrokenRender-v0: cannot be made or rendered here "
+        "(RuntimeError: the simulator fell over)"
+    )
+
+
+def test_gymnasium_mujoco_envs_render_headless_without_mujoco_gl():
+    """gymnasium alone would try glfw first (no display here); the registry defaults to egl."""
+    code = (
+        "from distributed_sac.config.fields import EnvConfig\n"
+        "from distributed_sac.envs.registry import check_env\n"
+        "check_env('gym:InvertedPendulum-v5', EnvConfig(image_size=16))\n"
+        "print('built')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "built", proc.stderr
+
+
 def _launch(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "launch.py"), "train", "--preset", "tiny", *args],
@@ -144,9 +198,10 @@ def test_cli_refuses_a_discrete_env_with_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_renderer_that_does_not_work_names_mujoco_gl(tmp_path):
+@pytest.mark.parametrize("name", [CARTPOLE, "gym:InvertedPendulum-v5"])
+def test_a_renderer_that_does_not_work_names_mujoco_gl(tmp_path, name):
     env = {"MUJOCO_GL": "glfw", "DISPLAY": "", "WAYLAND_DISPLAY": ""}
-    proc = _launch("--env", CARTPOLE, "--run-dir", str(tmp_path / "run"), **env)
+    proc = _launch("--env", name, "--run-dir", str(tmp_path / "run"), **env)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "MUJOCO_GL=glfw" in errors[0], proc.stderr

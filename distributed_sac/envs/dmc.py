@@ -48,12 +48,29 @@ def split_name(spec: str) -> tuple[str, str]:
     return domain, task
 
 
-def _suite():
+def headless_gl() -> None:
+    """MuJoCo renders headless unless told otherwise: `MUJOCO_GL` defaults to `egl`, for dmc
+    tasks and gymnasium's MuJoCo envs alike (gymnasium would try `glfw` first, which needs a
+    display). Call it before `dm_control` or a MuJoCo env is imported."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     # GLFW warns of a missing display, then fails: the failure is reported as one line.
     warnings.filterwarnings("ignore", module="glfw")
     for name in ("absl", "OpenGL"):  # their INFO lines: MuJoCo's version, no OpenGL_accelerate
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def render_hint() -> str:
+    """What to try when MuJoCo could not render: another `MUJOCO_GL` backend."""
+    backend = os.environ.get("MUJOCO_GL", "")
+    others = ", ".join(b for b in GL_BACKENDS if b != backend)
+    return (
+        f"MuJoCo cannot render with MUJOCO_GL={backend}; "
+        f"set MUJOCO_GL to one that works here ({others})"
+    )
+
+
+def _suite():
+    headless_gl()
     try:
         from dm_control import suite
     except ImportError as exc:
@@ -143,13 +160,8 @@ def make_dmc(spec: str, size: int, camera_id: int | None = None) -> DMCEnv:
         env.render()
         return env
     except Exception as exc:  # the GL backends fail with assorted types
-        backend = os.environ.get("MUJOCO_GL", "")
         first = str(exc).splitlines()[0] if str(exc) else ""
-        others = ", ".join(b for b in GL_BACKENDS if b != backend)
-        message = (
-            f"dmc:{spec}: MuJoCo cannot render with MUJOCO_GL={backend} "
-            f"({type(exc).__name__}: {first}); set MUJOCO_GL to one that works here ({others})"
-        )
+        message = f"dmc:{spec}: {render_hint()} ({type(exc).__name__}: {first})"
     finally:
         sys.unraisablehook = hook
     del env

@@ -115,12 +115,17 @@ def action_dim(name: str) -> int:
 def check_env(name: str, cfg: EnvConfig) -> None:
     """EnvError (one line) unless env `name` builds, resets and observes `cfg.obs_shape`: for
     launch.py, before Ray starts (a discrete or pixel-less gym env, an unknown dmc task, a
-    missing dependency, a renderer that does not work)."""
-    env = make_env(name, cfg, seed=0)
+    missing dependency, a renderer that does not work, an env that fails in its own code)."""
     try:
-        obs, _ = env.reset()
-    finally:
-        env.close()
+        env = make_env(name, cfg, seed=0)
+        try:
+            obs, _ = env.reset()
+        finally:
+            env.close()
+    except (EnvError, ValueError):  # ours, and the config's bounds: already one line
+        raise
+    except Exception as exc:  # the env's own code: gymnasium, Box2D, MuJoCo, a plugin
+        raise EnvError(f"--env {name}: {_failure(exc)}") from None
     if obs.shape != cfg.obs_shape or obs.dtype != np.uint8:
         raise EnvError(f"--env {name}: observes {obs.dtype} {obs.shape}, not uint8 {cfg.obs_shape}")
 
@@ -134,9 +139,19 @@ def _make_carracing(cfg: EnvConfig, render_mode: str | None) -> gym.Env:
     )
 
 
+def _failure(exc: BaseException) -> str:
+    """An env's failure in one line; a MuJoCo one says which `MUJOCO_GL` to try instead."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    text = f"cannot be made or rendered here ({type(exc).__name__}: {first})"
+    if type(exc).__module__.split(".")[0] in ("mujoco", "OpenGL", "glfw"):
+        text = f"{dmc.render_hint()} ({type(exc).__name__}: {first})"
+    return text
+
+
 def _make_gym(env_id: str) -> gym.Env:
     """`gym.make(env_id)` rendering to arrays; EnvError unless it can be a pixel task here."""
     name = f"--env gym:{env_id}"
+    dmc.headless_gl()  # gymnasium's MuJoCo envs (HalfCheetah-v5, ...) render through MuJoCo
     try:
         env = gym.make(env_id, render_mode="rgb_array")
     except gym.error.Error as exc:  # unknown id or version, a missing extra
