@@ -31,6 +31,14 @@ __all__ = ["PROG", "UsageError", "given_fields", "main", "parse_train", "plan_sw
 sweep_command.py; this file dispatches the commands."""
 log = logging.getLogger("distributed_sac")
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+# No env plays sound; SDL's audio probe would print ALSA errors when an env calls pygame.init().
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+def _off_screen() -> None:
+    """Training draws every env off-screen: no display for SDL to look for (and complain of,
+    with a line of its own that starts `error:`)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 COMMANDS = {
@@ -100,6 +108,7 @@ def _usage_errors():
 
 
 def _train(argv: list[str]) -> int:
+    _off_screen()
     with _usage_errors():
         cmd = parse_train(argv)
         from distributed_sac.remote import session
@@ -134,6 +143,7 @@ def _eval(argv: list[str]) -> int:
 
 
 def _sweep(argv: list[str]) -> int:
+    _off_screen()
     with _usage_errors():
         plan, resume, address = plan_sweep(argv)
         from distributed_sac.remote import sweep

@@ -49,6 +49,29 @@ def test_eval_is_quiet_and_caps_episodes_as_training_evaluation_does(tmp_path):
     assert f"({cap} steps)" in proc.stdout  # a VisualPendulum episode is 67 agent steps
 
 
+def test_a_refused_train_prints_its_error_line_and_nothing_from_sdl(tmp_path):
+    """MountainCar's render calls pygame.init(): without a display or sound card SDL printed
+    ALSA errors and its own `error: XDG_RUNTIME_DIR ...` line beside ours."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER", "XDG_RUNTIME_DIR", "DISPLAY")
+    }
+    args = ["train", "--preset", "tiny", "--env", "gym:MountainCarContinuous-v0"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args, "--demos", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: {tmp_path / 'none'}: no such demonstration file or folder"
+    ], proc.stderr
+
+
 def test_batches_from_read_only_arrays_convert_without_a_warning():
     import torch
 

@@ -98,8 +98,9 @@ def _not_token_auth_enabled(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled")
 
 
-# Env workers and the evaluator render off-screen; without a display SDL would complain.
-HEADLESS = {"env_vars": {"SDL_VIDEODRIVER": "dummy"}}
+# Env workers and the evaluator render off-screen and play no sound; without a display or a
+# sound card SDL would complain.
+HEADLESS = {"env_vars": {"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}}
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
