@@ -101,7 +101,7 @@ def test_record_autopilot_prints_returns_and_loads_as_train_demos(tmp_path: Path
 
 
 def test_unknown_preset_is_a_value_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown preset 'nope'; choose one of full, tiny"):
+    with pytest.raises(ValueError, match="--preset nope: must be one of full, tiny"):
         main(["--autopilot", "--out", str(tmp_path), "--preset", "nope"])
 
 

@@ -162,3 +162,30 @@ def test_missing_video_driver_is_a_clear_error(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setenv("SDL_VIDEODRIVER", "no-such-driver")
     with pytest.raises(RuntimeError, match="cannot open the recorder window"):
         Recorder(RecordArgs(out=str(tmp_path), seed=0, wrappers=CFG))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env", "dmc:cartpole-swingup"], "invalid choice 'dmc:cartpole-swingup' for argument"),
+        (["--preset", "nope"], "--preset nope: must be one of"),
+        (["--episodes", "many"], "--episodes"),
+    ],
+)
+def test_bad_command_lines_are_one_line_usage_errors(tmp_path: Path, argv, message) -> None:
+    from distributed_sac.run.command_line import UsageError
+
+    with pytest.raises(UsageError) as err:
+        main(["--out", str(tmp_path), *argv])
+    assert message in str(err.value) and "\n" not in str(err.value) and "│" not in str(err.value)
+
+
+def test_keyboard_driving_without_a_display_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Without a display SDL falls back to a driver that draws nowhere: no one could drive."""
+    for name in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="no display.*--autopilot"):
+        Recorder(RecordArgs(out=str(tmp_path), seed=0, wrappers=CFG))
+    monkeypatch.setenv("DISPLAY", ":99")  # set, but nothing there: SDL falls back to offscreen
+    with pytest.raises(RuntimeError, match="cannot open the recorder window"):
+        Recorder(RecordArgs(out=str(tmp_path), seed=0, wrappers=CFG))

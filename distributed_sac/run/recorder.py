@@ -14,6 +14,7 @@ per agent step and its action, held for the repeated frames, is the one stored.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -23,7 +24,6 @@ from typing import Literal
 
 import numpy as np
 import pygame
-import tyro
 from gymnasium.envs.box2d.car_racing import VIDEO_H, VIDEO_W
 
 from distributed_sac.config.data import split_frames
@@ -32,6 +32,7 @@ from distributed_sac.config.presets import PRESETS
 from distributed_sac.envs.autopilot import RAW_HIGH, RAW_LOW, Autopilot, to_agent
 from distributed_sac.envs.registry import make_env
 from distributed_sac.replay.demos import demo_meta, save_episode
+from distributed_sac.run.command_line import PROG, UsageError, cli
 
 BRAKE = 0.8
 """Brake applied by space, as gymnasium's own play script: 0.9 and above lock the wheels."""
@@ -83,8 +84,7 @@ class Recorder:
         if args.speed < 0:
             raise ValueError(f"--speed must be >= 0, got {args.speed}")
         self.args = args
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(args.out)  # made by `run`: a refused start leaves no empty folder
         self.base_seed = secrets.randbelow(2**31) if args.seed is None else args.seed
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
         self.pilot = Autopilot() if args.autopilot else None
@@ -106,10 +106,13 @@ class Recorder:
         if self.pilot:
             return
         try:
+            _check_display()
             pygame.display.init()
             self.screen = pygame.display.set_mode((VIDEO_W, VIDEO_H))
-        except pygame.error as e:
+            _check_display(pygame.display.get_driver())
+        except (pygame.error, RuntimeError) as e:
             self.env.close()
+            pygame.display.quit()
             raise RuntimeError(f"cannot open the recorder window ({e})") from e
         pygame.display.set_caption("CarRacing demo: arrows steer/gas, space brakes, Esc quits")
         self.clock = pygame.time.Clock()
@@ -185,6 +188,7 @@ class Recorder:
 
     def run(self) -> int:
         """Record until `episodes` are saved or the user quits; returns the episodes saved."""
+        self.out.mkdir(parents=True, exist_ok=True)
         while self.episode < self.args.episodes:
             start = time.perf_counter()
             self.reset()
@@ -230,6 +234,24 @@ class Recorder:
             self.clock.tick(self.steps_per_s)
 
 
+HEADLESS_DRIVERS = ("offscreen", "dummy")
+"""SDL video drivers that draw nowhere: SDL falls back to them when there is no display."""
+
+
+def _check_display(driver: str | None = None) -> None:
+    """RuntimeError when keyboard driving could not be seen: no display on Linux, or SDL fell
+    back to a driver that draws nowhere. A driver set in SDL_VIDEODRIVER is taken as asked
+    (the tests drive the recorder headless with `dummy` and posted key events)."""
+    if os.environ.get("SDL_VIDEODRIVER"):
+        return
+    hint = "record where there is one, or let --autopilot drive"
+    if driver is None and sys.platform.startswith("linux"):
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise RuntimeError(f"no display: neither DISPLAY nor WAYLAND_DISPLAY is set; {hint}")
+    elif driver in HEADLESS_DRIVERS:
+        raise RuntimeError(f"no display: SDL fell back to its {driver} driver; {hint}")
+
+
 def _preset(argv: list[str]) -> str:
     """The --preset value on the command line ("full" if none), checked against PRESETS."""
     name = "full"
@@ -239,7 +261,7 @@ def _preset(argv: list[str]) -> str:
         elif arg.startswith("--preset="):
             name = arg.split("=", 1)[1]
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise UsageError(f"--preset {name}: must be one of {', '.join(PRESETS)}")
     return name
 
 
@@ -247,7 +269,7 @@ def main(argv: list[str]) -> int:
     """Entry point of `python launch.py record`; returns the exit status."""
     preset = _preset(argv)
     default = RecordArgs(preset=preset, wrappers=PRESETS[preset]().wrappers)
-    args = tyro.cli(RecordArgs, args=argv, prog="launch.py record", default=default)
+    args = cli(RecordArgs, argv, f"{PROG} record", default=default)
     recorder = Recorder(args)
     controls = (
         "the autopilot drives"
