@@ -151,6 +151,19 @@ def test_eval_prints_returns_and_writes_the_video(trained_run, tmp_path, capsys)
     assert len(frames) == 6 and frames[0].shape == PENDULUM_FRAME
 
 
+def test_each_episode_is_reported_as_it_ends(trained_run):
+    cfg, _, agent, _ = trained_run
+    policy = Policy(cfg.wrappers.obs_shape, 1, cfg.agent)
+    policy.load(agent.policy_weights())
+    seen = []
+    result = evaluate(
+        policy, cfg.env, cfg.wrappers, 3, seed=5, max_steps=4,
+        on_episode=lambda k, total, steps: seen.append((k, total, steps)),
+    )  # fmt: skip
+    pairs = zip(result.returns, result.lengths, strict=True)
+    assert seen == [(k, r, n) for k, (r, n) in enumerate(pairs)] and len(seen) == 3
+
+
 def test_eval_in_a_human_window(trained_run):
     _, run, _, _ = trained_run
     assert launch.main(eval_args(run.path, 1, 0, 2, "--render", "human")) == 0

@@ -75,16 +75,13 @@ def load_policy(ckpt: Path, cfg: TrainConfig, payload: CheckpointPayload | None 
     return policy
 
 
-def summary(result: EvalResult) -> str:
-    """Per-episode returns and their mean ± std, one line each."""
-    lines = [
-        f"episode {i + 1}: return {ret:.1f} ({length} steps)"
-        for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True))
-    ]
-    lines.append(
-        f"return over {len(result.returns)} episodes: {result.mean:.1f} ± {result.std:.1f}"
-    )
-    return "\n".join(lines)
+def episode_line(k: int, total: float, steps: int) -> str:
+    """Episode k's line, printed (flushed) as soon as it ends."""
+    return f"episode {k + 1}: return {total:.1f} ({steps} steps)"
+
+
+def mean_line(result: EvalResult) -> str:
+    return f"return over {len(result.returns)} episodes: {result.mean:.1f} ± {result.std:.1f}"
 
 
 def returns_report(returns: list[float], env: str) -> dict[str, Any]:
@@ -202,7 +199,10 @@ def evaluate_loaded(
     source = "the run's --eval.max-episode-steps" if max_steps is None else "--max-steps"
     if echo:
         print(f"checkpoint {ckpt} ({cfg.env}, {policy.weights_version} learner updates)")
-        print(f"episodes capped at {cap} agent steps ({source}), as training-time evaluation is")
+        print(
+            f"episodes capped at {cap} agent steps ({source}), as training-time evaluation is",
+            flush=True,
+        )
     video_path = Path(video) if video else None
     if video_path is not None:
         video_path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +215,7 @@ def evaluate_loaded(
         max_steps=cap,
         video_path=video_path,
         render_mode="human" if render == "human" else None,
+        on_episode=_print_episode if echo else None,
     )
     record = {
         "run": str(ckpt.parent.parent),
@@ -235,12 +236,16 @@ def evaluate_loaded(
     return record
 
 
+def _print_episode(k: int, total: float, steps: int) -> None:
+    print(episode_line(k, total, steps), flush=True)  # a log file shows progress as it goes
+
+
 def summary_lines(record: dict[str, Any]) -> str:
-    """What `launch.py eval` prints after its first two lines."""
+    """What `launch.py eval` prints after the episodes' own lines."""
     stderr = record["stderr"]
     result = EvalResult(record["returns"], record["lengths"], record["video"])
     lines = [
-        summary(result),
+        mean_line(result),
         "standard error of the mean: " + ("- (one episode)" if stderr is None else f"{stderr:.1f}"),
         record["verdict"],
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,8 +69,10 @@ def evaluate(
     max_steps: int,
     video_path: Path | None = None,
     render_mode: str | None = None,
+    on_episode: Callable[[int, float, int], None] | None = None,
 ) -> EvalResult:
-    """Run `episodes` deterministic episodes; film the first into `video_path` if given.
+    """Run `episodes` deterministic episodes; film the first into `video_path` if given;
+    `on_episode(k, return, length)` after each (progress).
 
     The video shows the full render beside the agent's own view (`beside_agent_view`).
     """
@@ -94,6 +97,8 @@ def evaluate(
                 done = terminated or truncated
             returns.append(total)
             lengths.append(steps)
+            if on_episode is not None:
+                on_episode(episode, total, steps)
     finally:
         env.close()
     if video_path is not None and frames:
