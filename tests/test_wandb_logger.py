@@ -150,6 +150,24 @@ def test_reconstruction_grid_puts_frames_beside_their_reconstructions():
     np.testing.assert_array_equal(clipped[:, w:], 255)
 
 
+def test_rgb_reconstruction_grid_draws_each_frame_in_colour():
+    n, s, h, w = 2, 3, 4, 5
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (n, s, h, w, 3), dtype=np.uint8)  # (N, S, H, W, RGB)
+    obs = np.ascontiguousarray(frames.transpose(0, 1, 4, 2, 3).reshape(n, s * 3, h, w))
+    recon = 255 - obs
+    grid = reconstruction_grid(obs, recon, channels=3)
+    assert grid.shape == (n * h, 2 * s * w, 3) and grid.dtype == np.uint8
+    for i in range(n):
+        for j in range(s):
+            rows = slice(i * h, (i + 1) * h)
+            np.testing.assert_array_equal(grid[rows, j * w : (j + 1) * w], frames[i, j])
+            right = grid[rows, (s + j) * w : (s + j + 1) * w]
+            np.testing.assert_array_equal(right, 255 - frames[i, j])
+    with pytest.raises(ValueError, match="not frames of 3 channel"):
+        reconstruction_grid(obs[:, :4], recon[:, :4], channels=3)
+
+
 def test_reconstruction_grid_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match=r"\(N, S, H, W\)"):
         reconstruction_grid(np.zeros((2, 4, 8, 8), np.uint8), np.zeros((2, 4, 8, 7)))

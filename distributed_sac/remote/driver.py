@@ -404,7 +404,7 @@ class Driver:
             obs = ray.get(self.replay.peek.remote(RECONSTRUCTION_SAMPLES))
             if obs is not None:
                 recon = ray.get(self.learner.reconstruct.remote(obs))
-                self.wandb.log_reconstructions(obs, recon, steps)
+                self.wandb.log_reconstructions(obs, recon, steps, self.cfg.wrappers.channels)
 
     def checkpoint(self, agent_steps: int) -> Path:
         """Learner state and counters in one atomic file; replay snapshot beside it."""

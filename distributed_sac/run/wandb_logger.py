@@ -32,11 +32,13 @@ def saved_run_id(run_dir: Path) -> str | None:
     return path.read_text().strip() or None
 
 
-def reconstruction_grid(obs: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """(N*H, 2*S*W) uint8 image: row i shows sample i's S frames, then their reconstructions.
+def reconstruction_grid(obs: np.ndarray, recon: np.ndarray, channels: int = 1) -> np.ndarray:
+    """Row i shows sample i's S frames, then their reconstructions: a (N*H, 2*S*W) uint8 image
+    for grayscale stacks, (N*H, 2*S*W, 3) for RGB ones (`channels` 3: each frame's 3 channels
+    are one colour tile, not three grey ones).
 
-    `obs` is (N, S, H, W) uint8; `recon` has the same shape, as uint8 or as floats on the
-    decoder's ``obs / 256`` scale (networks.Decoder).
+    `obs` is (N, S * channels, H, W) uint8; `recon` has the same shape, as uint8 or as floats
+    on the decoder's ``obs / 256`` scale (networks.Decoder).
     """
     obs, recon = np.asarray(obs), np.asarray(recon)
     if obs.ndim != 4 or obs.shape != recon.shape:
@@ -45,11 +47,15 @@ def reconstruction_grid(obs: np.ndarray, recon: np.ndarray) -> np.ndarray:
         )
     if obs.dtype != np.uint8:
         raise ValueError(f"obs must be uint8 pixels, got {obs.dtype}")
+    if channels not in (1, 3) or obs.shape[1] % channels:
+        raise ValueError(f"{obs.shape[1]} planes are not frames of {channels} channel(s)")
     if recon.dtype != np.uint8:
         recon = np.clip(np.rint(recon.astype(np.float64) * 256.0), 0, 255).astype(np.uint8)
-    n, s, h, w = obs.shape
-    pairs = np.concatenate([obs, recon], axis=1)  # (N, 2S, H, W)
-    return np.ascontiguousarray(pairs.transpose(0, 2, 1, 3).reshape(n * h, 2 * s * w))
+    n, planes, h, w = obs.shape
+    s = planes // channels
+    pairs = np.concatenate([obs, recon], axis=1).reshape(n, 2 * s, channels, h, w)
+    grid = pairs.transpose(0, 3, 1, 4, 2).reshape(n * h, 2 * s * w, channels)
+    return np.ascontiguousarray(grid[..., 0] if channels == 1 else grid)
 
 
 class WandbLogger:
@@ -160,11 +166,13 @@ class WandbLogger:
             raise ValueError(f"{path}: no such video file")
         self._run.log({key: self._wandb.Video(str(path), format="mp4"), STEP_METRIC: int(step)})
 
-    def log_reconstructions(self, obs: np.ndarray, recon: np.ndarray, step: int) -> None:
+    def log_reconstructions(
+        self, obs: np.ndarray, recon: np.ndarray, step: int, channels: int = 1
+    ) -> None:
         """Log a `reconstruction_grid` image of observations beside their decoder outputs."""
         if self._run is None:
             return
-        grid = reconstruction_grid(obs, recon)
+        grid = reconstruction_grid(obs, recon, channels)
         caption = "each row: stacked frames, then their reconstructions"
         image = self._wandb.Image(grid, caption=caption)
         self._run.log({"autoencoder/reconstructions": image, STEP_METRIC: int(step)})
