@@ -120,6 +120,14 @@ def _train(argv: list[str]) -> int:
             meta["from_config"] = cmd.from_config
         given = given_fields(argv)
         plan = session.prepare(cmd.config, cmd.resume, given=given, meta=meta)
+        if plan.finished:
+            limiter = plan.checkpoint[1].replay.limiter
+            print(
+                f"{plan.run.path}: already finished ({limiter.inserts} agent steps of "
+                f"--total-steps {plan.cfg.total_steps}, {limiter.samples} granted updates); "
+                "a larger --total-steps trains on"
+            )
+            return 0
         chunks = None
         if cmd.demos:
             from distributed_sac.replay.demos import load_demos

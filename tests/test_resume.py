@@ -169,3 +169,38 @@ def test_a_file_without_a_runs_payload_is_not_a_run_checkpoint(tmp_path):
     path = save_checkpoint(tmp_path, 1, {"agent": {}}, fingerprint(CFG), keep=1)
     with pytest.raises(CorruptCheckpointError, match="not a run's checkpoint.*replay"):
         load_run_checkpoint(path, CFG)
+
+
+@pytest.mark.parametrize(
+    ("inserts", "short", "closed", "finished"),
+    [(200, 0, True, True), (200, 1, True, False), (150, 0, True, False), (200, 0, False, False)],
+)
+def test_a_finished_run_resumes_to_one_line_without_ray(
+    tmp_path, capsys, inserts, short, closed, finished
+):
+    """Collection at --total-steps, closed, every update the ratio allows drained: finished."""
+    import ray
+
+    import launch
+    from distributed_sac.remote import session
+    from distributed_sac.replay.rate_limiter import update_budget
+    from distributed_sac.run.records import CheckpointPayload
+    from distributed_sac.run.run_dir import RunDir
+
+    cfg = dataclasses.replace(CFG, total_steps=200, run_dir=str(tmp_path / "run"))
+    run = RunDir.create(tmp_path / "run", cfg)
+    agent = SacAeAgent(SHAPE, 1, cfg.agent, seed=0)
+    budget = update_budget(cfg.replay.replay_ratio, cfg.replay.min_size, inserts)
+    payload = run_payload(agent.state_dict())
+    limiter = LimiterCounts(inserts, budget - short, closed)
+    payload = CheckpointPayload(
+        payload.agent, dataclasses.replace(payload.replay, limiter=limiter), payload.counters
+    )
+    save_run_checkpoint(run.checkpoints, inserts, payload, cfg)
+    plan = session.prepare(cfg, str(run.path), given=set())
+    assert plan.finished is finished
+    if finished:
+        assert launch.main(["train", "--resume", str(run.path)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{run.path}: already finished (200 agent steps of --total-steps 200")
+        assert not ray.is_initialized()

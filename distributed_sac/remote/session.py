@@ -24,6 +24,7 @@ from distributed_sac.config.fields import (
     flag,
     validate,
 )
+from distributed_sac.replay.rate_limiter import update_budget
 from distributed_sac.run.records import CheckpointPayload
 from distributed_sac.run.run_dir import (
     RunDir,
@@ -69,6 +70,18 @@ class Plan:
     resume: bool
     meta: dict[str, Any]
     checkpoint: tuple[Path, CheckpointPayload] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """A resumed run whose checkpoint is its last: collection reached --total-steps and
+        the learner drained every update the ratio allows (nothing left to run)."""
+        if not self.resume or self.checkpoint is None:
+            return False
+        limiter, replay = self.checkpoint[1].replay.limiter, self.cfg.replay
+        budget = update_budget(replay.replay_ratio, replay.min_size, self.cfg.total_steps)
+        return (
+            limiter.closed and limiter.inserts >= self.cfg.total_steps and limiter.samples >= budget
+        )
 
 
 def resumable(path: str) -> bool:

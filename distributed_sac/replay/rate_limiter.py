@@ -37,6 +37,11 @@ import math
 _COUNTERS = ("inserts", "samples")
 
 
+def update_budget(replay_ratio: float, min_size: int, inserts: int) -> int:
+    """The updates `inserts` transitions allow in all: ``floor(r * (I - m))`` (0 below m)."""
+    return math.floor(replay_ratio * max(0, inserts - min_size) + 1e-9)
+
+
 class RateLimiter:
     """Gates replay inserts and learner updates to hold ``replay_ratio`` updates per insert."""
 
@@ -67,7 +72,7 @@ class RateLimiter:
     def _budget(self, inserts: int | None) -> float:
         if inserts is None:
             return math.inf
-        return math.floor(self.replay_ratio * max(0, inserts - self.min_size) + 1e-9)
+        return update_budget(self.replay_ratio, self.min_size, inserts)
 
     @property
     def slack(self) -> float:
