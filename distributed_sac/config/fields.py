@@ -16,12 +16,12 @@ from distributed_sac.config.rules import Choice, Num, Rule, Text
 EnvName = Literal["CarRacing", "VisualPendulum"]
 ENV_NAMES: tuple[EnvName, ...] = get_args(EnvName)
 """The project's own environments; `dmc:DOMAIN-TASK` and `gym:ID` name any other pixel task
-(distributed_sac/envs/wrappers.py)."""
+(distributed_sac/envs/registry.py)."""
 ACTION_DIMS = {"CarRacing": 3, "VisualPendulum": 1}
-"""Action dimensions of the project's own environments, all in [-1, 1]; envs.action_dim(name)
-answers for every env."""
+"""Action dimensions of the project's own environments, all in [-1, 1];
+envs.registry.action_dim(name) answers for every env."""
 ENV_PATTERN = r"CarRacing|VisualPendulum|dmc:[a-z0-9_]+-[a-z0-9_]+|gym:[A-Za-z0-9_./:-]+"
-"""What --env accepts before the env itself is looked up (distributed_sac/envs/wrappers.py)."""
+"""What --env accepts before the env itself is looked up (distributed_sac/envs/registry.py)."""
 PENDULUM_RENDER_SIZE = 500
 """Side of Pendulum-v1's rgb_array render; the pendulum's pivot is the frame's centre."""
 
