@@ -374,7 +374,7 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
     and the held-out final evaluation."""
     lines = [
         f"{'config':<28}{'seeds':>6}{'steps':>9}{'mean':>9}{'iqm':>9}{'95% CI':>20}"
-        f"{'thr':>8}{'reached':>8}{'median steps':>13}{'final eval':>18}"
+        f"{'thr':>8}{'reached':>8}{'median steps':>13}  final eval (held-out)"
     ]
     for s in summaries:
         ci = s["final_ci95"]
@@ -388,7 +388,7 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
             f"{'-' if ci is None else f'[{ci[0]:.1f}, {ci[1]:.1f}]':>20}"
             f"{_fmt(s['threshold'], 'g'):>8}"
             f"{s['seeds_reaching_threshold']:>5}/{s['num_seeds']:<2}"
-            f"{_fmt(s['steps_to_threshold_median'], '.0f'):>13}{final_eval:>18}"
+            f"{_fmt(s['steps_to_threshold_median'], '.0f'):>13}  {final_eval}"
         )
     return "\n".join(lines)
 
