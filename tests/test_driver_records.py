@@ -110,6 +110,34 @@ def test_the_evaluation_that_finishes_at_the_end_is_recorded(driver):
     assert driver.wandb.records[-1]["eval_return_mean"] == -482.0
 
 
+def test_a_final_point_never_evaluated_is_evaluated_on_the_final_weights(driver):
+    """A short run reached --total-steps and drained within one log interval, so no
+    evaluation started: one of the final point starts on the final weights and lands in the
+    final record (a resumed sweep trial finished with no evaluation at all)."""
+    stats = driver.replay._methods["stats"]()
+    first = iter([stats._replace(agent_steps=100)])  # where this session started
+    driver.replay._methods["stats"] = lambda: next(first, stats)
+    driver._eval = None
+    asked = []
+
+    def evaluate(weights, steps, video):
+        asked.append((weights, steps))
+        return EvalRecord(steps, 7, -300.0, 2.0, 67.0, None)
+
+    driver.learner._methods["latest_weights"] = lambda: (7, ["final weights"])
+    driver.evaluator = Actor(evaluate=evaluate)
+    record = driver.train()
+    assert asked == [("final weights", 400)]
+    assert record["eval_return_mean"] == -300.0 and record["eval_agent_steps"] == 400
+    assert driver.run.read_metrics()[-1] == record
+
+
+def test_an_evaluated_final_point_is_not_evaluated_again(driver):
+    """The fixture's run resumed at 400 of 400: its final point was evaluated before."""
+    driver.evaluator = Actor(evaluate=lambda *a: pytest.fail("evaluated again"))
+    assert driver.train()["eval_return_mean"] == -482.0
+
+
 def test_rates_after_resume_count_only_this_sessions_updates(driver):
     record = driver.train()
     assert record["learner_updates"] == RESUMED_UPDATES

@@ -228,8 +228,8 @@ class Driver:
             if interrupted.is_set():
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
                 stop_run(self.workers, self.replay, self.learner, [*runs, learner_run])
-            elif self._eval is not None:
-                ray.wait([self._eval])  # the last evaluation lands in the final record
+            else:
+                prev = self._last_evaluation(eval_due, prev, progress)
         finally:
             interrupted.restore()
             progress.close()
@@ -241,6 +241,21 @@ class Driver:
         finally:
             self.wandb.finish()
         return record
+
+    def _last_evaluation(self, eval_due: Every, prev: _Previous, progress: Progress) -> _Previous:
+        """The final record holds an evaluation of the final point: the one still running
+        lands there; when the last multiple of --eval.every was never evaluated (a short run
+        can reach it, and drain, within one log interval), one starts now on the final weights
+        and is waited for, after the running one's record."""
+        steps = ray.get(self.replay.stats.remote()).agent_steps
+        if eval_due(steps):
+            if self._eval is not None:
+                ray.wait([self._eval])
+                _, prev = self._log(prev, progress)  # its record, before the final one
+            self._start_eval(steps)
+        if self._eval is not None:
+            ray.wait([self._eval])
+        return prev
 
     def _final_log(self, prev: _Previous, attempts: int = 5) -> MetricsRecord:
         """The final metrics record; a failed stats call is retried."""
