@@ -110,6 +110,7 @@ class DMCEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
 
     def __init__(self, domain: str, task: str, size: int, camera_id: int | None = None):
+        self._closed = False
         check_task(domain, task)
         self._env = _suite().load(domain, task, environment_kwargs={"flat_observation": True})
         self.domain, self.task, self.size = domain, task, size
@@ -147,7 +148,12 @@ class DMCEnv(gym.Env):
         return self._env.physics.render(self.size, self.size, camera_id=self.camera_id)
 
     def close(self) -> None:
-        self._env.close()
+        """Frees the GL context now (dm_control's own close leaves it to garbage collection,
+        which may run after EGL's display is gone and then warns of EGL_BAD_DISPLAY)."""
+        if not self._closed:
+            self._closed = True
+            self._env.close()
+            self._env.physics.free()
 
 
 def make_dmc(spec: str, size: int, camera_id: int | None = None) -> DMCEnv:
