@@ -23,6 +23,22 @@ CARTPOLE = "dmc:cartpole-swingup"
 LUMA = np.array([0.2125, 0.7154, 0.0721])
 
 
+@pytest.fixture(autouse=True)
+def _close_envs(monkeypatch):
+    """Every env a test here makes is closed after it, so a DMC env's GL context is freed then,
+    not by a later garbage collection in another test (which warns of EGL_BAD_DISPLAY)."""
+    original, made = make_env, []
+
+    def tracked(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setitem(globals(), "make_env", tracked)
+    yield
+    for env in made:
+        env.close()
+
+
 def dmc_cfg(name: str = CARTPOLE, **kw) -> EnvConfig:
     return EnvConfig(**{"image_size": 16, **env_defaults(name), **kw})
 
