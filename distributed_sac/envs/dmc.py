@@ -59,6 +59,12 @@ def headless_gl() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def render_failure(exc: BaseException) -> str:
+    """MuJoCo's failure to render in one line, with what to try: another `MUJOCO_GL` backend."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{render_hint()} ({type(exc).__name__}: {first})"
+
+
 def render_hint() -> str:
     """What to try when MuJoCo could not render: another `MUJOCO_GL` backend."""
     backend = os.environ.get("MUJOCO_GL", "")
@@ -166,8 +172,7 @@ def make_dmc(spec: str, size: int, camera_id: int | None = None) -> DMCEnv:
         env.render()
         return env
     except Exception as exc:  # the GL backends fail with assorted types
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        message = f"dmc:{spec}: {render_hint()} ({type(exc).__name__}: {first})"
+        message = f"dmc:{spec}: {render_failure(exc)}"
     finally:
         sys.unraisablehook = hook
     del env

@@ -141,11 +141,10 @@ def _make_carracing(cfg: EnvConfig, render_mode: str | None) -> gym.Env:
 
 def _failure(exc: BaseException) -> str:
     """An env's failure in one line; a MuJoCo one says which `MUJOCO_GL` to try instead."""
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    text = f"cannot be made or rendered here ({type(exc).__name__}: {first})"
     if type(exc).__module__.split(".")[0] in ("mujoco", "OpenGL", "glfw"):
-        text = f"{dmc.render_hint()} ({type(exc).__name__}: {first})"
-    return text
+        return dmc.render_failure(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"cannot be made or rendered here ({type(exc).__name__}: {first})"
 
 
 def _make_gym(env_id: str) -> gym.Env:

@@ -78,9 +78,11 @@ class Plan:
         if not self.resume or self.checkpoint is None:
             return False
         limiter, replay = self.checkpoint[1].replay.limiter, self.cfg.replay
-        budget = update_budget(replay.replay_ratio, replay.min_size, self.cfg.total_steps)
         return (
-            limiter.closed and limiter.inserts >= self.cfg.total_steps and limiter.samples >= budget
+            limiter.closed
+            and limiter.inserts >= self.cfg.total_steps
+            and limiter.samples
+            >= update_budget(replay.replay_ratio, replay.min_size, limiter.inserts)
         )
 
 

@@ -20,6 +20,7 @@ from distributed_sac.agent.tensors import batch_tensors
 from distributed_sac.config.data import Batch
 from distributed_sac.config.fields import TrainConfig
 from distributed_sac.envs.registry import action_dim as env_action_dim
+from distributed_sac.replay.rate_limiter import update_budget
 
 SLOW_UPDATES_PER_S = 2.0
 """Below this a CPU learner gets a warning: 100k updates would take over 14 hours."""
@@ -102,7 +103,7 @@ def random_batch(size: int, obs_shape: tuple[int, int, int], action_dim: int) ->
 def total_updates(cfg: TrainConfig) -> int:
     """Updates a run of `cfg.total_steps` makes: the replay ratio times the steps after the
     replay's `min_size`."""
-    return int(cfg.replay.replay_ratio * max(0, cfg.total_steps - cfg.replay.min_size))
+    return update_budget(cfg.replay.replay_ratio, cfg.replay.min_size, cfg.total_steps)
 
 
 def slow_cpu_warning(cfg: TrainConfig, rate: float) -> str | None:
