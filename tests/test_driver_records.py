@@ -214,3 +214,37 @@ def test_the_final_checkpoint_holds_the_drivers_counters(driver):
     # `episodes` is the count of the last record before the checkpoint: none ran here.
     assert payload.counters == RunCounters(episodes=0, worker_restarts=2)
     assert payload.replay == run_payload({}).replay
+
+
+def test_a_worker_that_died_just_before_the_end_is_counted(driver, monkeypatch):
+    """The replay finished collection at --total-steps and the learner drained before Ray
+    failed the killed worker's run call: the driver waits for the calls still out, so the final
+    record counts the restart (a fault-matrix cell once saw 0 worker restarts after a kill)."""
+    from ray.exceptions import RayActorError
+
+    dead = object()  # the run call of a worker whose process has died
+
+    class LateRay(FakeRay):
+        @staticmethod
+        def get(refs):
+            if refs is dead:
+                raise RayActorError()
+            return FakeRay.get(refs)
+
+        @staticmethod
+        def wait(refs, num_returns=1, timeout=None):
+            alive = [r for r in refs if r is not dead]  # Ray has not noticed the death yet
+            return (alive or list(refs)), []
+
+    monkeypatch.setattr(driver_module, "ray", LateRay)
+    driver.workers = [
+        SimpleNamespace(
+            run=SimpleNamespace(remote=lambda *a: dead),
+            stats=SimpleNamespace(remote=lambda: dead),
+            ready=SimpleNamespace(remote=lambda: Ref(True)),
+        )
+    ]
+    driver._restarts = [0]
+    record = driver.train()
+    assert record["worker_restarts"] == 1
+    assert driver.run.read_metrics()[-1]["worker_restarts"] == 1

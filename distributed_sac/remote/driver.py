@@ -62,6 +62,9 @@ log = logging.getLogger("distributed_sac")
 
 REPLAY_SNAPSHOT = "replay"
 RECONSTRUCTION_SAMPLES = 4
+WORKERS_SETTLE_S = 10.0
+"""After the learner's last update, how long the driver waits for the env workers' run calls
+to end (a worker killed just before the end fails within it and is counted as restarted)."""
 
 
 class TrainingError(RuntimeError):
@@ -229,6 +232,7 @@ class Driver:
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
                 stop_run(self.workers, self.replay, self.learner, [*runs, learner_run])
             else:
+                self._settle_workers(runs)
                 prev = self._last_evaluation(eval_due, prev, progress)
         finally:
             interrupted.restore()
@@ -327,6 +331,15 @@ class Driver:
             # Its `run` goes out once it answers again (calls fail while Ray restarts it); the
             # loop goes on meanwhile.
             self._coming_back[self.workers[index].ready.remote()] = index
+
+    def _settle_workers(self, runs: dict) -> None:
+        """The run has ended (the replay finished collection at --total-steps and the learner
+        drained): wait up to WORKERS_SETTLE_S for the workers' run calls still out, so that one
+        whose process died near the end is counted in the final record."""
+        if runs:
+            ready, _ = ray.wait(list(runs), num_returns=len(runs), timeout=WORKERS_SETTLE_S)
+            for ref in ready:
+                self._finish_worker(ref, runs)
 
     def _worker_back(self, ref: ray.ObjectRef, runs: dict) -> None:
         index = self._coming_back.pop(ref)
