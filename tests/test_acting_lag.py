@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from distributed_sac.run.schedule import Every
-from distributed_sac.weights.acting_lag import ActingLag, PublishHistory, step_lag
+from distributed_sac.weights.acting_lag import ActingLag, PublishHistory, lag_percentiles, step_lag
 
 
 def test_step_lag_counts_against_the_newest_published_at_each_step():
@@ -44,3 +44,12 @@ def test_every_fires_once_per_multiple_and_resumes_after_the_start():
     assert [v for v in (260, 299, 300, 301, 450, 520, 600) if due(v)] == [300, 450, 520, 600]
     never = Every(0)
     assert not any(never(v) for v in (0, 10**9))
+
+
+def test_the_records_lag_pools_every_workers_recent_steps():
+    # One worker's 10 steps at lag 0 and another's 10 at lag 20 (a slow worker): the median
+    # of the pooled 20 steps lies between them, the 90th percentile at the slow one's.
+    median, p90 = lag_percentiles([np.zeros(10, np.int64), np.full(10, 20)])
+    assert (median, p90) == (10.0, 20.0)
+    assert lag_percentiles([]) == (None, None)
+    assert lag_percentiles([np.array([], np.int64)]) == (None, None)  # none acted yet

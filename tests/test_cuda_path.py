@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import gpu_checks
+from benchmarks import gpu_replay_checks
 from distributed_sac.agent import sac_ae
 from distributed_sac.agent.networks import Decoder, PixelEncoder
 from distributed_sac.agent.policy import Policy, PolicyWeights
@@ -185,20 +185,20 @@ def test_policy_weights_and_observations_from_ray_load_and_act_without_a_view(
 
 
 def _filled_replay(seed: int = 0) -> ReplayBuffer:
-    rng, tiny = np.random.default_rng(seed), gpu_checks.TINY
+    rng, tiny = np.random.default_rng(seed), gpu_replay_checks.TINY
     rb = ReplayBuffer(tiny.capacity, tiny.frame_shape, tiny.stack, tiny.action_dim, 16)
     while rb.total_added < 2 * tiny.capacity:
-        rb.add(gpu_checks.random_chunk(rng, tiny))
+        rb.add(gpu_replay_checks.random_chunk(rng, tiny))
     return rb
 
 
 @pytest.mark.parametrize("torch_branch", [False, True])
 def test_mirror_takes_read_only_feeds_on_both_branches(strict_warnings, torch_branch) -> None:
     rb = _filled_replay()
-    mirror = gpu_checks.make_mirror(rb, torch.device("cpu"), torch_branch)
-    mirror.add_run(gpu_checks.read_only(rb.run_since(rb.layout.first_seq)))
+    mirror = gpu_replay_checks.make_mirror(rb, torch.device("cpu"), torch_branch)
+    mirror.add_run(gpu_replay_checks.read_only(rb.run_since(rb.layout.first_seq)))
     idx = read_only(np.random.default_rng(1).integers(0, len(rb), 32))
-    assert gpu_checks.mismatches(mirror.gather(idx), rb.gather(idx)) == []
+    assert gpu_replay_checks.mismatches(mirror.gather(idx), rb.gather(idx)) == []
 
 
 # -- 3. a bounded, reused staging buffer ----------------------------------------------------

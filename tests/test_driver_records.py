@@ -12,7 +12,10 @@ import pytest
 from distributed_sac.config.data import EpisodeStats, EvalRecord, LearnerStats, ReplayStats
 from distributed_sac.config.presets import tiny_preset
 from distributed_sac.remote import driver as driver_module
+from distributed_sac.remote import evaluations, worker_pool
 from distributed_sac.remote.driver import Driver
+from distributed_sac.remote.evaluations import Evaluations
+from distributed_sac.remote.worker_pool import WorkerPool
 from distributed_sac.run.records import CheckpointPayload, MetricsRecord, RunCounters
 from distributed_sac.run.run_dir import RunDir, load_run_checkpoint
 from tests.conftest import run_payload
@@ -62,7 +65,8 @@ RESUMED_UPDATES = 5_000
 
 @pytest.fixture
 def driver(tmp_path, monkeypatch):
-    monkeypatch.setattr(driver_module, "ray", FakeRay)
+    for module in (driver_module, evaluations, worker_pool):
+        monkeypatch.setattr(module, "ray", FakeRay)
     cfg = dataclasses.replace(tiny_preset(), wandb="disabled", total_steps=400)
     replay_stats = ReplayStats(
         agent_steps=400,
@@ -92,13 +96,14 @@ def driver(tmp_path, monkeypatch):
         snapshot=lambda: run_payload({}).replay.to_dict(),
     )
     d.learner = Actor(stats=lambda: learner_stats, run=lambda *a: 0, state=lambda: {})
-    d.workers, d._restarts, d._coming_back = [], [], {}
     d.counters = RunCounters()
+    d.pool = WorkerPool([], d.counters)
     d.wandb = Recorder()
-    d._last_checkpoint, d._returns, d._last_eval = -1, deque(maxlen=20), None
+    d._last_checkpoint, d._returns = -1, deque(maxlen=20)
     d._warned_stats = False
+    d.evals = Evaluations(None, d.learner, cfg.eval.every, 0, None)
     # An evaluation still running when collection ends.
-    d._eval = Ref(EvalRecord(400, 4_900, -482.0, 1.0, 120.0, None))
+    d.evals.running = Ref(EvalRecord(400, 4_900, -482.0, 1.0, 120.0, None))
     return d
 
 
@@ -117,7 +122,7 @@ def test_a_final_point_never_evaluated_is_evaluated_on_the_final_weights(driver)
     stats = driver.replay._methods["stats"]()
     first = iter([stats._replace(agent_steps=100)])  # where this session started
     driver.replay._methods["stats"] = lambda: next(first, stats)
-    driver._eval = None
+    driver.evals.running = None
     asked = []
 
     def evaluate(weights, steps, video):
@@ -125,7 +130,7 @@ def test_a_final_point_never_evaluated_is_evaluated_on_the_final_weights(driver)
         return EvalRecord(steps, 7, -300.0, 2.0, 67.0, None)
 
     driver.learner._methods["latest_weights"] = lambda: (7, ["final weights"])
-    driver.evaluator = Actor(evaluate=evaluate)
+    driver.evals.evaluator = Actor(evaluate=evaluate)
     record = driver.train()
     assert asked == [("final weights", 400)]
     assert record["eval_return_mean"] == -300.0 and record["eval_agent_steps"] == 400
@@ -134,7 +139,7 @@ def test_a_final_point_never_evaluated_is_evaluated_on_the_final_weights(driver)
 
 def test_an_evaluated_final_point_is_not_evaluated_again(driver):
     """The fixture's run resumed at 400 of 400: its final point was evaluated before."""
-    driver.evaluator = Actor(evaluate=lambda *a: pytest.fail("evaluated again"))
+    driver.evals.evaluator = Actor(evaluate=lambda *a: pytest.fail("evaluated again"))
     assert driver.train()["eval_return_mean"] == -482.0
 
 
@@ -236,15 +241,18 @@ def test_a_worker_that_died_just_before_the_end_is_counted(driver, monkeypatch):
             alive = [r for r in refs if r is not dead]  # Ray has not noticed the death yet
             return (alive or list(refs)), []
 
-    monkeypatch.setattr(driver_module, "ray", LateRay)
-    driver.workers = [
-        SimpleNamespace(
-            run=SimpleNamespace(remote=lambda *a: dead),
-            stats=SimpleNamespace(remote=lambda: dead),
-            ready=SimpleNamespace(remote=lambda: Ref(True)),
-        )
-    ]
-    driver._restarts = [0]
+    for module in (driver_module, evaluations, worker_pool):
+        monkeypatch.setattr(module, "ray", LateRay)
+    driver.pool = WorkerPool(
+        [
+            SimpleNamespace(
+                run=SimpleNamespace(remote=lambda *a: dead),
+                stats=SimpleNamespace(remote=lambda: dead),
+                ready=SimpleNamespace(remote=lambda: Ref(True)),
+            )
+        ],
+        driver.counters,
+    )
     record = driver.train()
     assert record["worker_restarts"] == 1
     assert driver.run.read_metrics()[-1]["worker_restarts"] == 1

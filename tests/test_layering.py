@@ -90,3 +90,18 @@ def test_the_checks_catch_an_upward_import(tmp_path):
     }
     assert upward("replay", names) == {"distributed_sac.weights", "distributed_sac.weights.board"}
     assert upward("run", names) == set()
+
+
+MAX_LINES = 400
+"""docs/design.md's module size: one concept per module, split before this many lines."""
+SOURCES = sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "benchmarks").glob("*.py")])
+
+
+def test_every_module_stays_below_the_split_size():
+    root = PACKAGE.parent
+    long = {
+        str(p.relative_to(root)): n
+        for p in SOURCES
+        if (n := len(p.read_text().splitlines())) >= MAX_LINES
+    }
+    assert not long, f"modules of {MAX_LINES}+ lines (split them by concept): {long}"

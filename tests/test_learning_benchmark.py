@@ -40,7 +40,8 @@ def fake_run(path: Path, arm: str | None, evals: list[tuple[int, float]]) -> Pat
 
 def test_report_judges_each_arm_against_its_own_target(tmp_path):
     pytest.importorskip("matplotlib")
-    from benchmarks.learning import TARGETS, report
+    from benchmarks.learning import TARGETS
+    from benchmarks.learning_report import report
 
     scratch = fake_run(tmp_path / "scratch-w2", None, [(5_000, 100.0), (10_000, 450.0)])
     demos = fake_run(tmp_path / "demos-w2", "demos", [(5_000, 500.0), (10_000, 700.0)])
@@ -66,7 +67,7 @@ def test_report_judges_each_arm_against_its_own_target(tmp_path):
 
 def test_report_reads_a_sweeps_final_evaluation(tmp_path):
     pytest.importorskip("matplotlib")
-    from benchmarks.learning import read_curve
+    from benchmarks.learning_report import read_curve
 
     run = fake_run(tmp_path / "scratch-w2", None, [(5_000, 100.0), (10_000, 450.0)])
     final = {"agent_steps": 10_000, "episodes": 100, "mean": 470.0, "std": 30.0, "stderr": 3.0}

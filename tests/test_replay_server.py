@@ -51,7 +51,7 @@ def test_sample_age_counts_in_weights_versions_and_is_never_negative():
     assert server.stats().sample_age == 10.0
     # A learner restarted from an older checkpoint counts from below the data's version.
     server.feed(FeedRequest(ReplayMirror().state(), 4, 4, weights_version=900))
-    assert server._sample_ages[-1] == 0.0
+    assert server.draws.sample_ages[-1] == 0.0
 
 
 def test_weights_calls_answer_on_news_and_a_restarted_learner_replaces_the_dead_ones():

@@ -21,12 +21,13 @@ from typing import NamedTuple
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, ObjectLostError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from distributed_sac.config.data import EvalRecord
 from distributed_sac.config.fields import TrainConfig
 from distributed_sac.envs.registry import action_dim as env_action_dim
 from distributed_sac.remote.env_worker import EnvWorker
+from distributed_sac.remote.evaluations import Evaluations
 from distributed_sac.remote.evaluator import Evaluator
 from distributed_sac.remote.learner import Learner
 from distributed_sac.remote.lifecycle import InterruptFlag, stop_run
@@ -41,6 +42,7 @@ from distributed_sac.remote.placement import (
     worker_options,
 )
 from distributed_sac.remote.replay_server import remote_replay
+from distributed_sac.remote.worker_pool import WorkerPool
 from distributed_sac.replay.buffer import ReplaySpec
 from distributed_sac.run.progress import Progress
 from distributed_sac.run.records import (
@@ -57,6 +59,7 @@ from distributed_sac.run.run_dir import (
 )
 from distributed_sac.run.schedule import Every
 from distributed_sac.run.wandb_logger import WandbLogger, saved_run_id
+from distributed_sac.weights.acting_lag import lag_percentiles
 
 log = logging.getLogger("distributed_sac")
 
@@ -87,9 +90,6 @@ class Driver:
         self.obs_shape = cfg.wrappers.obs_shape
         self.action_dim = env_action_dim(cfg.env)
         self.counters = RunCounters()
-        self._restarts = [0] * cfg.num_workers
-        self._coming_back: dict[ray.ObjectRef, int] = {}
-        """``ready`` calls to restarted workers, by worker index."""
         self.learner, self.node = self._start_learner()
         self.replay = (
             remote_replay(cfg.num_workers)
@@ -104,7 +104,10 @@ class Driver:
             checkpoint = latest_run_checkpoint(run.checkpoints, cfg)
         if checkpoint is not None:
             self._resume(*checkpoint)
-        self.evaluator, self.workers = self._start_collectors()
+        evaluator, workers = self._start_collectors()
+        self.pool = WorkerPool(workers, self.counters)
+        videos = run.videos if cfg.eval.video else None
+        self.evals = Evaluations(evaluator, self.learner, cfg.eval.every, 0, videos)
         self.wandb = WandbLogger(
             cfg.wandb,
             cfg.wandb_project,
@@ -117,9 +120,17 @@ class Driver:
             tags=cfg.wandb_tags or (cfg.env,),
         )
         self._returns: deque[float] = deque(maxlen=20)
-        self._eval: ray.ObjectRef | None = None
-        self._last_eval: EvalRecord | None = None
         self._warned_stats = False
+
+    @property
+    def workers(self) -> list[ray.actor.ActorHandle]:
+        """The env-worker actors, by index."""
+        return self.pool.workers
+
+    @property
+    def evaluator(self) -> ray.actor.ActorHandle:
+        """The evaluator actor."""
+        return self.evals.evaluator
 
     def _start_learner(self) -> tuple[ray.actor.ActorHandle, str]:
         self.device = learner_device(self.cfg)
@@ -185,10 +196,11 @@ class Driver:
         start = ray.get(self.replay.stats.remote())
         progress = Progress(cfg.total_steps, initial=start.agent_steps)
         learner_run = self.learner.run.remote(self.replay)
-        runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
+        pool = self.pool
+        pool.start()
         log_due = Every(cfg.log_every_s, time.monotonic())
         checkpoint_due = Every(cfg.checkpoint_every, start.agent_steps)
-        eval_due = Every(cfg.eval.every, start.agent_steps)
+        self.evals.due = Every(cfg.eval.every, start.agent_steps)
         learner0 = ray.get(self.learner.stats.remote())
         prev = _Previous(time.monotonic(), start.agent_steps, learner0.updates, learner0.wait_s)
         closed = False
@@ -196,16 +208,13 @@ class Driver:
         try:
             while not interrupted.is_set() and learner_run is not None:
                 timeout = max(0.0, log_due.next - time.monotonic())
-                waiting = [*runs, *self._coming_back, learner_run]
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
+                ready, _ = ray.wait([*pool.refs, learner_run], num_returns=1, timeout=timeout)
                 for ref in ready:
                     if ref == learner_run:
                         learner_run = self._learner_returned(ref)
-                    elif ref in self._coming_back:
-                        self._worker_back(ref, runs)
                     else:
-                        self._finish_worker(ref, runs)
-                if not runs and not self._coming_back and not closed:
+                        pool.handle(ref)
+                if pool.done and not closed:
                     # Collection is over: the learner drains what the ratio allows, then returns.
                     ray.get(self.replay.close.remote())
                     closed = True
@@ -218,10 +227,9 @@ class Driver:
                         # The replay died after the end and came back from an older snapshot:
                         # collect the lost steps again.
                         log.warning("the replay restarted at %d agent steps: collecting on", steps)
-                        runs = {w.run.remote(): i for i, w in enumerate(self.workers)}
+                        pool.start()
                         closed = False
-                    if self._eval is None and eval_due(steps):
-                        self._start_eval(steps)
+                    self.evals.maybe_start(steps)
                     if checkpoint_due(steps):
                         self.checkpoint(steps)
                 except RayActorError:
@@ -230,10 +238,10 @@ class Driver:
                     self._stats_failed(exc)  # logged again at the next interval
             if interrupted.is_set():
                 progress.write("interrupted: stopping workers and writing a final checkpoint")
-                stop_run(self.workers, self.replay, self.learner, [*runs, learner_run])
+                stop_run(pool.workers, self.replay, self.learner, [*pool.runs, learner_run])
             else:
-                self._settle_workers(runs)
-                prev = self._last_evaluation(eval_due, prev, progress)
+                pool.settle(WORKERS_SETTLE_S)
+                prev = self._last_evaluation(prev, progress)
         finally:
             interrupted.restore()
             progress.close()
@@ -246,19 +254,14 @@ class Driver:
             self.wandb.finish()
         return record
 
-    def _last_evaluation(self, eval_due: Every, prev: _Previous, progress: Progress) -> _Previous:
-        """The final record holds an evaluation of the final point: the one still running
-        lands there; when the last multiple of --eval.every was never evaluated (a short run
-        can reach it, and drain, within one log interval), one starts now on the final weights
-        and is waited for, after the running one's record."""
-        steps = ray.get(self.replay.stats.remote()).agent_steps
-        if eval_due(steps):
-            if self._eval is not None:
-                ray.wait([self._eval])
-                _, prev = self._log(prev, progress)  # its record, before the final one
-            self._start_eval(steps)
-        if self._eval is not None:
-            ray.wait([self._eval])
+    def _last_evaluation(self, prev: _Previous, progress: Progress) -> _Previous:
+        """The final record holds an evaluation of the final point (`Evaluations.finish`)."""
+
+        def log_record() -> None:
+            nonlocal prev
+            _, prev = self._log(prev, progress)
+
+        self.evals.finish(ray.get(self.replay.stats.remote()).agent_steps, log_record)
         return prev
 
     def _final_log(self, prev: _Previous, attempts: int = 5) -> MetricsRecord:
@@ -317,69 +320,15 @@ class Driver:
         wait_until_back(self.learner, "node_id", self.cfg.schedule_timeout_s)
         log.warning("the learner died; %s (%d restarts)", how, self.counters.learner_restarts)
 
-    def _finish_worker(self, ref: ray.ObjectRef, runs: dict) -> None:
-        index = runs.pop(ref)
-        try:
-            ray.get(ref)
-        except RayActorError:
-            # The worker's process died; Ray restarts the actor, so ask it to go on.
-            self.counters.worker_restarts += 1
-            self._restarts[index] += 1
-            log.warning(
-                "env-worker-%d died; restarted (%d restarts)", index, self.counters.worker_restarts
-            )
-            # Its `run` goes out once it answers again (calls fail while Ray restarts it); the
-            # loop goes on meanwhile.
-            self._coming_back[self.workers[index].ready.remote()] = index
-
-    def _settle_workers(self, runs: dict) -> None:
-        """The run has ended (the replay finished collection at --total-steps and the learner
-        drained): wait up to WORKERS_SETTLE_S for the workers' run calls still out, so that one
-        whose process died near the end is counted in the final record."""
-        if runs:
-            ready, _ = ray.wait(list(runs), num_returns=len(runs), timeout=WORKERS_SETTLE_S)
-            for ref in ready:
-                self._finish_worker(ref, runs)
-
-    def _worker_back(self, ref: ray.ObjectRef, runs: dict) -> None:
-        index = self._coming_back.pop(ref)
-        worker = self.workers[index]
-        try:
-            ray.get(ref)
-        except ActorUnavailableError:  # still restarting: ask again shortly
-            time.sleep(0.1)
-            self._coming_back[worker.ready.remote()] = index
-            return
-        runs[worker.run.remote(self._restarts[index])] = index
-
-    def _eval_result(self) -> EvalRecord | None:
-        """The evaluation's record once it has finished, else None."""
-        if self._eval is None or not ray.wait([self._eval], timeout=0)[0]:
-            return None
-        ref, self._eval = self._eval, None
-        try:
-            self._last_eval = ray.get(ref)
-        except (ObjectLostError, RayActorError) as exc:
-            # Weights of a learner that died since; the next evaluation takes the new ones.
-            log.warning("an evaluation could not run: %s", type(exc).__name__)
-            return None
-        return self._last_eval
-
-    def _start_eval(self, steps: int) -> None:
-        _, weights = ray.get(self.learner.latest_weights.remote())
-        video = str(self.run.videos / f"eval_{steps:09d}.mp4") if self.cfg.eval.video else None
-        self._eval = self.evaluator.evaluate.remote(weights[0], steps, video)
-
     def _log(self, prev: _Previous, progress: Progress | None) -> tuple[MetricsRecord, _Previous]:
-        worker_refs = [w.stats.remote() for w in self.workers]
         replay, learner = ray.get([self.replay.stats.remote(), self.learner.stats.remote()])
-        workers = self._worker_stats(worker_refs)
+        workers = self.pool.stats()
         now = time.monotonic()
         dt = max(1e-9, now - prev.t)
         self._returns.extend(e.episode_return for e in replay.episodes)
         self.counters.episodes = replay.episodes_total
-        eval_record = self._eval_result()
-        lag_median, lag_p90 = acting_lag([w.acting_lag for w in workers])
+        eval_record = self.evals.result()
+        lag_median, lag_p90 = lag_percentiles([w.acting_lag for w in workers])
         record = MetricsRecord(
             time=time.time(),
             agent_steps=replay.agent_steps,
@@ -412,17 +361,6 @@ class Driver:
             progress.update(line)
         return record, _Previous(now, replay.agent_steps, learner.updates, learner.wait_s)
 
-    @staticmethod
-    def _worker_stats(refs: list[ray.ObjectRef]) -> list:
-        """Stats of the workers that answer; one dying or restarting is skipped this time."""
-        stats = []
-        for ref in refs:
-            try:
-                stats.append(ray.get(ref))
-            except RayActorError:  # includes ActorUnavailableError while Ray restarts it
-                continue
-        return stats
-
     def _log_media(self, eval_record: EvalRecord) -> None:
         """The eval video and a grid of autoencoder reconstructions beside their inputs."""
         steps = eval_record.agent_steps
@@ -453,11 +391,3 @@ class _Previous(NamedTuple):
     updates: int
     wait_s: float
 
-
-def acting_lag(per_worker: list[np.ndarray]) -> tuple[float | None, float | None]:
-    """Median and 90th percentile of the per-step acting lag over all workers' recent steps."""
-    steps = np.concatenate([np.asarray(a, np.int64) for a in per_worker]) if per_worker else []
-    if len(steps) == 0:
-        return None, None
-    median, p90 = np.percentile(steps, [50, 90])
-    return float(median), float(p90)

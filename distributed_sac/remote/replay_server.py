@@ -45,7 +45,8 @@ from distributed_sac.config.data import (
     WeightsReply,
 )
 from distributed_sac.remote.telemetry import ReplayTelemetry
-from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec, mix_indices
+from distributed_sac.replay.buffer import ReplayBuffer, ReplaySpec
+from distributed_sac.replay.draws import BatchDraws, demo_buffer
 from distributed_sac.replay.rate_limiter import RateLimiter
 from distributed_sac.replay.snapshot import (
     SnapshotWriter,
@@ -72,7 +73,7 @@ class ReplayServer:
     def __init__(self, spec: ReplaySpec, snapshot: str | None = None) -> None:
         self.spec = spec
         cfg = spec.cfg
-        self.rng = np.random.default_rng(spec.seed)
+        self.draws = BatchDraws(spec.batch_size, cfg.demo_fraction, spec.seed)
         self.buffer = ReplayBuffer(
             cfg.capacity, spec.frame_shape, spec.stack, spec.action_dim, spec.chunk_length
         )
@@ -89,15 +90,10 @@ class ReplayServer:
         self._episodes: deque[EpisodeStats] = deque(maxlen=1000)
         self._episodes_total = 0
         self._worker_steps: dict[int, int] = {}
-        self._demo_rows = deque(maxlen=64)  # (demo rows, batch rows) of recent granted feeds
         self.board = WeightsBoard()
         """The newest published weights and their history, handed to the workers."""
-        self._sample_ages: deque[float] = deque(maxlen=64)
-        self.add_wait_s, self.feed_wait_s, self.weights_wait_s = (
-            ADD_WAIT_S,
-            FEED_WAIT_S,
-            WEIGHTS_WAIT_S,
-        )
+        self.add_wait_s, self.feed_wait_s = ADD_WAIT_S, FEED_WAIT_S
+        self.weights_wait_s = WEIGHTS_WAIT_S
         self.telemetry = ReplayTelemetry()
         self._snapshots = SnapshotWriter(snapshot) if snapshot else None
         manifest = restore_snapshot(snapshot, self.buffer) if snapshot else None
@@ -199,11 +195,18 @@ class ReplayServer:
             demos = None
             if self.demos is not None and mirror.demos != self.demos_id:
                 demos = self.demos.run_since(self.demos.layout.first_seq)
-            demo_idx, replay_idx = self._draw(k, request.pretrain, request.weights_version)
+            if request.pretrain:
+                demo_idx, replay_idx = self.draws.pretraining(k, len(self.demos))
+            else:
+                demo_size = len(self.demos) if self.demos is not None else 0
+                demo_idx, replay_idx, age = self.draws.granted(
+                    k, self.buffer, demo_size, request.weights_version
+                )
+                if age is not None:
+                    self.telemetry.sample_age(age)
             if k and not request.pretrain:
                 self.limiter.sample(k)
                 self.telemetry.sampled(k)
-                self._demo_rows.append((demo_idx.size, demo_idx.size + replay_idx.size))
                 self._insert_ready.notify()
             done = (
                 not request.pretrain
@@ -245,41 +248,11 @@ class ReplayServer:
             return 0
         return self.limiter.grant(updates)
 
-    def _draw(self, k: int, pretrain: bool, weights_version: int) -> tuple[np.ndarray, np.ndarray]:
-        b = self.spec.batch_size
-        if pretrain:
-            return self.rng.integers(0, len(self.demos), (k, b)), np.empty((k, 0), np.int64)
-        demo_size = len(self.demos) if self.demos is not None else 0
-        if k == 0:
-            return np.empty((0, 0), np.int64), np.empty((0, b), np.int64)
-        demo_idx, replay_idx = mix_indices(
-            len(self.buffer), demo_size, b, self.spec.cfg.demo_fraction, k, self.rng
-        )
-        if replay_idx.size:
-            versions = self.buffer.weights_versions(replay_idx.reshape(-1))
-            acted = versions[versions >= 0]
-            if acted.size:
-                # Both in weights versions (every update, pretraining too). A learner restarted
-                # from an older checkpoint counts from below the data's versions: age 0 then.
-                self._sample_ages.append(max(0.0, float(weights_version - np.median(acted))))
-                self.telemetry.sample_age(self._sample_ages[-1])
-        return demo_idx, replay_idx
-
     @ray.method(concurrency_group="control")
     def load_demos(self, chunks: list[Chunk]) -> int:
         """Keep demonstrations in their own buffer, sampled at ``demo_fraction`` of each batch;
         with a snapshot folder, the run keeps a copy there that a restarted replay reloads."""
-        n = sum(c.num_transitions for c in chunks)
-        c0 = chunks[0]
-        demos = ReplayBuffer(
-            max(n, self.spec.batch_size),
-            self.buffer.frame_shape,
-            self.buffer.stack,
-            c0.action.shape[1],
-            chunk_length_hint=max(1, min(c.num_transitions for c in chunks)),
-        )
-        for chunk in chunks:
-            demos.add(chunk)
+        demos = demo_buffer(self.buffer, self.spec.batch_size, chunks=chunks)
         demos_id = uuid.uuid4().hex
         if self._snapshots is not None:
             write_demos(self._snapshots.folder, demos.run_since(0), demos_id)
@@ -288,15 +261,8 @@ class ReplayServer:
         return len(demos)
 
     def _set_demos(self, run: ChunkRun, demos_id: str) -> None:
-        demos = ReplayBuffer(
-            max(run.num_transitions, self.spec.batch_size),
-            self.buffer.frame_shape,
-            self.buffer.stack,
-            run.action.shape[1],
-            chunk_length_hint=max(1, int(run.lengths.min())),
-        )
-        demos.add_run(run)
-        self.demos, self.demos_id = demos, demos_id
+        self.demos = demo_buffer(self.buffer, self.spec.batch_size, run=run)
+        self.demos_id = demos_id
 
     @ray.method(concurrency_group="control")
     def set_weights(
@@ -360,7 +326,7 @@ class ReplayServer:
         return {
             "limiter": self.limiter.state_dict(),
             "episodes_total": self._episodes_total,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.draws.rng.bit_generator.state,
             "worker_steps": {str(k): v for k, v in self._worker_steps.items()},
         }
 
@@ -378,7 +344,7 @@ class ReplayServer:
         if self.limiter.closed:
             self.board.close()
         self._episodes_total = int(state["episodes_total"])
-        self.rng.bit_generator.state = state["rng"]
+        self.draws.rng.bit_generator.state = state["rng"]
         self._worker_steps = {int(k): int(v) for k, v in state.get("worker_steps", {}).items()}
 
     @ray.method(concurrency_group="control")
@@ -395,8 +361,8 @@ class ReplayServer:
         with self._lock:
             episodes = list(self._episodes)
             self._episodes.clear()
-            ages = list(self._sample_ages)
-            demo_fraction = self._demo_fraction_held()
+            demos = len(self.demos) if self.demos is not None else None
+            demo_fraction = self.draws.demo_fraction_held(len(self.buffer), demos)
             return ReplayStats(
                 agent_steps=self.agent_steps,
                 replay_size=len(self.buffer),
@@ -404,22 +370,10 @@ class ReplayServer:
                 episodes=episodes,
                 replay_ratio_held=self.limiter.ratio_held(),
                 worker_steps=dict(self._worker_steps),
-                sample_age=float(np.median(ages)) if ages else float("nan"),
+                sample_age=self.draws.sample_age(),
                 closed=self._done,
                 demo_fraction_held=demo_fraction,
             )
-
-    def _demo_fraction_held(self) -> float:
-        """Demonstration rows per batch row over the recent granted feeds; before any (a new
-        or restarted replay), the share the next batch draws."""
-        if self._demo_rows:
-            demo_rows, rows = map(sum, zip(*self._demo_rows, strict=True))
-            return demo_rows / rows
-        if self.demos is None:
-            return 0.0
-        b = self.spec.batch_size
-        d = round(self.spec.cfg.demo_fraction * b)
-        return 1.0 if len(self.buffer) < b - d else d / b
 
     @ray.method(concurrency_group="control")
     def was_restored(self) -> bool:

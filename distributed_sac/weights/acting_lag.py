@@ -94,3 +94,12 @@ class PublishHistory:
             if p[1] <= t:
                 break
         return tuple(reversed(out))
+
+
+def lag_percentiles(per_worker: list[np.ndarray]) -> tuple[float | None, float | None]:
+    """Median and 90th percentile of the per-step acting lag over all workers' recent steps."""
+    steps = np.concatenate([np.asarray(a, np.int64) for a in per_worker]) if per_worker else []
+    if len(steps) == 0:
+        return None, None
+    median, p90 = np.percentile(steps, [50, 90])
+    return float(median), float(p90)
