@@ -57,6 +57,18 @@ def headless_gl() -> None:
     warnings.filterwarnings("ignore", module="glfw")
     for name in ("absl", "OpenGL"):  # their INFO lines: MuJoCo's version, no OpenGL_accelerate
         logging.getLogger(name).setLevel(logging.WARNING)
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _SuiteModelDeprecations) for f in absl.filters):
+        absl.addFilter(_SuiteModelDeprecations())
+
+
+class _SuiteModelDeprecations(logging.Filter):
+    """Drops the warning MuJoCo's compiler logs through absl each time a suite model that uses
+    the deprecated `settotalmass` attribute (cheetah, walker, ...) is compiled: it is about the
+    suite's own model files, which a user cannot change, and it came once per env built."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'settotalmass' is deprecated" not in record.getMessage()
 
 
 def render_failure(exc: BaseException) -> str:

@@ -390,4 +390,3 @@ class _Previous(NamedTuple):
     agent_steps: int
     updates: int
     wait_s: float
-
