@@ -25,6 +25,12 @@ CFG = AgentConfig(num_conv_layers=2, num_filters=8, latent_dim=16, hidden_dim=32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def assert_same_actions(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal to float32 rounding: the same weights and fp32 graph can round differently in
+    another CPU's kernels (an AMD EPYC host differed by <= 1.2e-7), so not bit for bit."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture
 def fp32_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path without bf16 autocast, whatever this machine's hardware."""
@@ -257,13 +263,11 @@ def test_policy_acts_like_the_agent_and_keeps_its_copy(frame_diff: bool) -> None
     assert policy.weights_version == 1
     obs = make_batch(1).obs
     expected = agent.act(obs, deterministic=True)
-    # Same weights and fp32 graph, but CPU kernels may round differently (an AMD EPYC host
-    # differed by <= 1.2e-7), so equal to float32 rounding rather than bit for bit.
-    np.testing.assert_allclose(policy.act(obs, deterministic=True), expected, rtol=1e-5, atol=1e-6)
+    assert_same_actions(policy.act(obs, deterministic=True), expected)
     frozen = {k: v.clone() for k, v in weights.state.items()}
     agent.update(make_batch(2))
     assert all(torch.equal(v, frozen[k]) for k, v in weights.state.items())
-    np.testing.assert_allclose(policy.act(obs, deterministic=True), expected, rtol=1e-5, atol=1e-6)
+    assert_same_actions(policy.act(obs, deterministic=True), expected)
     assert not np.array_equal(policy.act(obs), expected)
 
 
@@ -316,7 +320,7 @@ def test_bf16_fast_path_losses_stay_within_bf16_rounding_of_fp32(
     policy.load(fast.policy_weights())
     obs = make_batch(1).obs
     expected = policy.act(obs, deterministic=True)
-    np.testing.assert_allclose(fast.act(obs, deterministic=True), expected, rtol=1e-5, atol=1e-6)  # float32 rounding, as above
+    assert_same_actions(fast.act(obs, deterministic=True), expected)
     assert conv_dtypes == {torch.float32}
 
 
