@@ -263,3 +263,19 @@ def test_the_suites_own_deprecation_warning_is_dropped_and_others_are_kept(caplo
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "settotalmass" in m], messages
     assert "a warning of someone else's" in messages
+
+
+def test_object_pixels_counts_the_named_geoms_and_names_the_model_when_one_is_missing():
+    from benchmarks.object_pixels import count_pixels, parse_task
+
+    task, geoms = parse_task("ball_in_cup-catch:ball")
+    assert (task, geoms) == ("ball_in_cup-catch", ["ball"])
+    counts = count_pixels(task, geoms, [16, 64], episodes=1, frames=20, every=10, seed=0)
+    assert [len(c) for c in counts.values()] == [2, 2]
+    # 16x the pixels on the frame: a ball the 64x64 draw covers with more than 4x the 16x16's.
+    assert all(big > 4 * small for small, big in zip(counts[16], counts[64], strict=True))
+    assert count_pixels(task, geoms, [16, 64], 1, 20, 10, 0) == counts
+    with pytest.raises(ValueError, match="no geom cup_x in its model .geoms: .*ball"):
+        count_pixels(task, ["cup_x"], [16], 1, 1, 1, 0)
+    with pytest.raises(ValueError, match="expected TASK:GEOM"):
+        parse_task("ball_in_cup-catch")

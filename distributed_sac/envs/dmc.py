@@ -165,6 +165,11 @@ class DMCEnv(gym.Env):
         """The size x size RGB frame of the current state."""
         return self._env.physics.render(self.size, self.size, camera_id=self.camera_id)
 
+    @property
+    def physics(self):
+        """The task's `dm_control` physics, for inspection (geom names, segmentation renders)."""
+        return self._env.physics
+
     def close(self) -> None:
         """Frees the GL context now (dm_control's own close leaves it to garbage collection,
         which may run after EGL's display is gone and then warns of EGL_BAD_DISPLAY)."""
