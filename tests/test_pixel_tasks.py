@@ -252,6 +252,24 @@ def test_dmc_flags_beat_the_env_defaults():
     assert cmd.config.agent.hidden_dim == 256 and cmd.config.agent.actor_lr == 1e-3
 
 
+def test_dmc_cpu_runs_100k_env_steps_at_any_action_repeat_unless_told():
+    import launch
+
+    def length(*argv: str) -> tuple[int, int]:
+        cfg = launch.parse_train(["--preset", "dmc-cpu", *argv], build_env=False).config
+        return cfg.total_steps, cfg.eval.every
+
+    assert length() == (12_500, 2_500)  # cartpole, repeat 8
+    assert length("--env", "dmc:reacher-easy") == (25_000, 5_000)
+    assert length("--env", "dmc:walker-walk") == (50_000, 10_000)
+    assert length("--wrappers.action-repeat", "3") == (33_334, 6_667)  # whole agent steps
+    assert length("--env", "dmc:walker-walk", "--total-steps", "100") == (100, 10_000)
+    assert length("--env", "dmc:walker-walk", "--eval.every=7") == (50_000, 7)
+    # Other presets count agent steps whatever the repeat.
+    tiny = launch.parse_train(["--preset", "tiny", "--env", "dmc:walker-walk"], build_env=False)
+    assert tiny.config.total_steps == 400
+
+
 def test_the_suites_own_deprecation_warning_is_dropped_and_others_are_kept(caplog):
     """Cheetah's model uses MuJoCo's deprecated `settotalmass`: its compiler warned once per env
     built (10 lines in a cheetah run's log); other absl warnings still reach the log."""

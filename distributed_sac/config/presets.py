@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Collection
 
 from distributed_sac.config.fields import TrainConfig
 
@@ -121,9 +122,10 @@ def dmc_cpu_preset(cfg: TrainConfig | None = None) -> TrainConfig:
     - 16 filters (the CPU presets' encoder) and their SAC settings (tau 0.05 every update,
       initial temperature 0.1, temperature learning rate 1e-3, the latent forward-model loss;
       see carracing-cpu), random shift of 2 pixels;
-    - total steps 12,500 agent steps = 100k env steps of cartpole (action repeat 8); other
-      domains: --total-steps 100000 / repeat (25,000 for repeat 4, 50,000 for repeat 2);
-      evaluation every 2,500 agent steps over 10 episodes.
+    - its length is counted in env steps, the papers' x axis (ENV_STEP_BUDGETS): 100k env
+      steps with an evaluation of 10 episodes every 20k, so 12,500 and 2,500 agent steps on
+      cartpole (action repeat 8), 25,000 and 5,000 on a repeat-4 domain, 50,000 and 10,000 on
+      finger and walker (repeat 2), unless --total-steps or --eval.every is given.
 
     As in the papers: one update per agent step (replay ratio 1), the papers' learning rate 1e-3
     for actor, critic and encoder, and 1,024 hidden units (the other CPU presets have 256 and
@@ -191,6 +193,27 @@ def _cpu_sized(
         checkpoint_every=10_000,
         log_every_s=log_every_s,
     )
+
+
+ENV_STEP_BUDGETS = {"dmc-cpu": (100_000, 20_000)}
+"""Presets whose length is counted in environment steps (agent steps x action repeat, the DMC
+papers' x axis): (total, between evaluations). `per_env_steps` turns them into `total_steps`
+and `eval.every` at the run's action repeat."""
+
+
+def per_env_steps(cfg: TrainConfig, preset: str, given: Collection[str] = ()) -> TrainConfig:
+    """`cfg` with `total_steps` and `eval.every` from `preset`'s env-step budget at
+    `cfg.wrappers.action_repeat` (rounded up to whole agent steps), each where the dotted paths
+    in `given` (what the command line set) do not name it; `cfg` itself for other presets."""
+    if preset not in ENV_STEP_BUDGETS:
+        return cfg
+    total, every = ENV_STEP_BUDGETS[preset]
+    repeat = cfg.wrappers.action_repeat
+    if "total_steps" not in given:
+        cfg = dataclasses.replace(cfg, total_steps=-(-total // repeat))
+    if "eval.every" not in given:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, every=-(-every // repeat)))
+    return cfg
 
 
 PRESETS = {

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import tyro
 
 from distributed_sac.config.fields import RULES, TrainConfig, flag, validate
-from distributed_sac.config.presets import PRESETS, describe
+from distributed_sac.config.presets import PRESETS, describe, per_env_steps
 
 # `python launch.py ...` or the installed console script `distributed-sac ...`.
 PROG = "distributed-sac" if os.path.basename(sys.argv[0]) == "distributed-sac" else "launch.py"
@@ -189,6 +189,10 @@ def parse_train(argv: list[str], build_env: bool = True) -> TrainCommand:
         from distributed_sac.envs.registry import with_env_defaults
 
         cmd = dataclasses.replace(cmd, config=with_env_defaults(cmd.config, given_fields(argv)))
+        validate(cmd.config)
+    if source is None and not cmd.resume:
+        config = per_env_steps(cmd.config, preset, given_fields(argv))
+        cmd = dataclasses.replace(cmd, config=config)
         validate(cmd.config)
     if build_env and not cmd.resume:
         from distributed_sac.envs.registry import check_env
