@@ -143,10 +143,19 @@ def _eval(argv: list[str]) -> int:
         from distributed_sac.run import eval_command
 
         policy, ckpt, cfg = eval_command.load(
-            cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps
+            cmd.path, cmd.episodes, cmd.video, cmd.render, cmd.max_steps, cmd.jobs
         )
     return eval_command.run_loaded(
-        policy, ckpt, cfg, cmd.episodes, cmd.video, cmd.render, cmd.seed, cmd.max_steps, cmd.json
+        policy,
+        ckpt,
+        cfg,
+        cmd.episodes,
+        cmd.video,
+        cmd.render,
+        cmd.seed,
+        cmd.max_steps,
+        cmd.json,
+        cmd.jobs,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -186,6 +187,11 @@ def test_bad_paths_and_flags_are_one_line_errors(trained_run, tmp_path, capsys):
     for (path, episodes, video, render), message in cases:
         with pytest.raises(ValueError, match=message):
             load(path, episodes, video, render, max_steps=2)
+    with pytest.raises(ValueError, match="--jobs -1: must be an integer >= 0"):
+        load(str(run.path), 2, jobs=-1)
+    with pytest.raises(ValueError, match="--render human shows one window; run it with --jobs 1"):
+        load(str(run.path), 2, render="human", jobs=2)
+    load(str(run.path), 1, render="human", jobs=2)  # one episode: one process, one window
     assert launch.main(["eval", str(tmp_path / "missing")]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'missing'}: no such run directory or checkpoint file"]
@@ -210,6 +216,30 @@ def test_eval_json_and_the_held_out_seed(trained_run, tmp_path, capsys):
     assert data["stderr"] == pytest.approx(stats.sem(ref.returns))
     assert data["threshold"] is None and data["solved"] is None
     assert "standard error of the mean" in capsys.readouterr().out
+
+
+def test_episodes_in_several_processes_give_the_one_process_record(trained_run, tmp_path, capsys):
+    _, run, _, _ = trained_run
+    records, video = {}, tmp_path / "v.mp4"
+    for jobs, flags in ((1, []), (2, ["--video", str(video)])):  # episode 0 filmed here
+        out = tmp_path / f"jobs{jobs}.json"
+        argv = eval_args(run.path, 4, 11, 5, "--jobs", str(jobs), "--json", str(out), *flags)
+        assert launch.main(argv) == 0
+        records[jobs] = json.loads(out.read_text())
+        lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("episode ")]
+        assert [x.split(":")[0] for x in lines] == [f"episode {k}" for k in range(1, 5)]
+    assert len(set(records[1]["returns"])) == 4  # four different episodes
+    assert records[2].pop("video") == str(video) and len(decode(video)) == 5
+    assert records[1].pop("video") is None
+    assert records[2] == records[1]  # the same returns, lengths and everything else
+
+
+def test_jobs_zero_takes_one_process_per_core_and_never_more_than_the_episodes():
+    from distributed_sac.run.eval_command import resolve_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_jobs(0, 1000) == cores and resolve_jobs(0, 1) == 1
+    assert resolve_jobs(4, 2) == 2 and resolve_jobs(1, 100) == 1 and resolve_jobs(3, 100) == 3
 
 
 def test_solved_over_100_episodes_where_gymnasium_registers_a_threshold():

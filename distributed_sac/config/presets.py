@@ -212,7 +212,8 @@ def per_env_steps(cfg: TrainConfig, preset: str, given: Collection[str] = ()) ->
     if "total_steps" not in given:
         cfg = dataclasses.replace(cfg, total_steps=-(-total // repeat))
     if "eval.every" not in given:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, every=-(-every // repeat)))
+        evaluations = dataclasses.replace(cfg.eval, every=-(-every // repeat))
+        cfg = dataclasses.replace(cfg, eval=evaluations)
     return cfg
 
 

@@ -68,6 +68,9 @@ class EvalCommand:
     """Agent-step cap per episode; None takes the run's --eval.max-episode-steps."""
     json: str | None = None
     """Also write the returns, mean, std, standard error and solved verdict as JSON here."""
+    jobs: int = 1
+    """Processes to run the episodes in, each with one env and one torch thread; 0 takes one
+    per core. The returns are the same for any count (episode k still resets with seed + k)."""
 
 
 @dataclass

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import re
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,8 @@ from distributed_sac.config.fields import (
     TrainConfig,
 )
 from distributed_sac.envs.registry import action_dim as env_action_dim
-from distributed_sac.envs.registry import solved_threshold
-from distributed_sac.run.evaluation import EvalResult, evaluate
+from distributed_sac.envs.registry import make_env, solved_threshold
+from distributed_sac.run.evaluation import EvalResult, evaluate, run_episode
 from distributed_sac.run.records import CheckpointPayload
 from distributed_sac.run.run_dir import (
     RunDir,
@@ -143,10 +147,15 @@ def load(
     video: str | None = None,
     render: str = "none",
     max_steps: int | None = None,
+    jobs: int = 1,
 ) -> tuple[Policy, Path, TrainConfig]:
     """Check the arguments and load the policy; ValueError (a usage error) if they are bad."""
     if render not in RENDER_MODES:
         raise ValueError(f"--render {render}: must be one of {', '.join(RENDER_MODES)}")
+    if jobs < 0:
+        raise ValueError(f"--jobs {jobs}: must be an integer >= 0 (0: one per core)")
+    if render == "human" and resolve_jobs(jobs, episodes) > 1:
+        raise ValueError("--render human shows one window; run it with --jobs 1")
     if render == "human" and video:
         raise ValueError("--video films off-screen; run it without --render human")
     if max_steps is not None and max_steps < 1:
@@ -167,10 +176,13 @@ def run_loaded(
     seed: int | None,
     max_steps: int | None = None,
     json_path: str | None = None,
+    jobs: int = 1,
 ) -> int:
     """Evaluate a loaded policy deterministically; print the returns, their standard error and
     the solved verdict; write them to `json_path` if given; exit code."""
-    result = evaluate_loaded(policy, ckpt, cfg, episodes, video, render, seed, max_steps, json_path)
+    result = evaluate_loaded(
+        policy, ckpt, cfg, episodes, video, render, seed, max_steps, json_path, jobs=jobs
+    )
     print(summary_lines(result))
     return 0
 
@@ -186,10 +198,12 @@ def evaluate_loaded(
     max_steps: int | None = None,
     json_path: str | Path | None = None,
     echo: bool = True,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the episodes; the `--json` record (also written to `json_path` if given).
 
-    `seed` None takes HELD_OUT_EVAL_SEED: episode k resets with seed + k.
+    `seed` None takes HELD_OUT_EVAL_SEED: episode k resets with seed + k. With `jobs` > 1 the
+    episodes run in that many processes (`evaluate_in_processes`): the same returns, sooner.
     """
     seed = HELD_OUT_EVAL_SEED if seed is None else seed
     if render != "human":
@@ -206,17 +220,24 @@ def evaluate_loaded(
     video_path = Path(video) if video else None
     if video_path is not None:
         video_path.parent.mkdir(parents=True, exist_ok=True)
-    result = evaluate(
-        policy,
-        cfg.env,
-        cfg.wrappers,
-        episodes=episodes,
-        seed=seed,
-        max_steps=cap,
-        video_path=video_path,
-        render_mode="human" if render == "human" else None,
-        on_episode=_print_episode if echo else None,
-    )
+    on_episode = _print_episode if echo else None
+    jobs = resolve_jobs(jobs, episodes)
+    if jobs > 1:
+        result = evaluate_in_processes(
+            policy, ckpt, cfg, episodes, seed, cap, jobs, video_path, on_episode
+        )
+    else:
+        result = evaluate(
+            policy,
+            cfg.env,
+            cfg.wrappers,
+            episodes=episodes,
+            seed=seed,
+            max_steps=cap,
+            video_path=video_path,
+            render_mode="human" if render == "human" else None,
+            on_episode=on_episode,
+        )
     record = {
         "run": str(ckpt.parent.parent),
         "checkpoint": str(ckpt),
@@ -234,6 +255,75 @@ def evaluate_loaded(
     if json_path is not None:
         write_json(Path(json_path), record)
     return record
+
+
+def resolve_jobs(jobs: int, episodes: int) -> int:
+    """Processes `--jobs` runs: 0 takes one per core this process may use; never more than the
+    episodes."""
+    if jobs == 0:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(jobs or 1, episodes))
+
+
+_POOL_STATE: dict[str, Any] = {}
+"""A pool process's env, policy, seed and episode cap (`_pool_start`)."""
+
+
+def _pool_start(ckpt: Path, cfg: TrainConfig, seed: int, max_steps: int) -> None:
+    """Build one env and load the policy once per pool process; one torch thread each; Ctrl-C
+    is the parent's to handle."""
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    _POOL_STATE.update(
+        env=make_env(cfg.env, cfg.wrappers, seed=seed),
+        policy=load_policy(ckpt, cfg),
+        seed=seed,
+        max_steps=max_steps,
+    )
+
+
+def _pool_episode(k: int) -> tuple[float, int]:
+    st = _POOL_STATE
+    return run_episode(st["env"], st["policy"], st["seed"] + k, st["max_steps"])
+
+
+def evaluate_in_processes(
+    policy: Policy,
+    ckpt: Path,
+    cfg: TrainConfig,
+    episodes: int,
+    seed: int,
+    max_steps: int,
+    jobs: int,
+    video_path: Path | None = None,
+    on_episode: Callable[[int, float, int], None] | None = None,
+) -> EvalResult:
+    """`evaluate`'s episodes over `jobs` processes, each loading `ckpt` once: episode k still
+    resets with seed + k and the policy is deterministic, so the returns are the ones one
+    process gives, in episode order. With `video_path`, episode 0 runs (filmed) here, beside
+    the pool."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    pool = ProcessPoolExecutor(jobs, context, _pool_start, (ckpt, cfg, seed, max_steps))
+    try:
+        first = 1 if video_path is not None else 0
+        rest = pool.map(_pool_episode, range(first, episodes))
+        filmed = EvalResult([], [], None)
+        if video_path is not None:
+            filmed = evaluate(policy, cfg.env, cfg.wrappers, 1, seed, max_steps, video_path)
+            if on_episode is not None:
+                on_episode(0, filmed.returns[0], filmed.lengths[0])
+        returns, lengths = list(filmed.returns), list(filmed.lengths)
+        for k, (total, steps) in enumerate(rest, start=first):
+            returns.append(total)
+            lengths.append(steps)
+            if on_episode is not None:
+                on_episode(k, total, steps)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return EvalResult(returns, lengths, filmed.video)
 
 
 def _print_episode(k: int, total: float, steps: int) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 
@@ -60,6 +61,29 @@ def beside_agent_view(render: np.ndarray, obs: np.ndarray, channels: int = 1) ->
     return np.concatenate([render, strip], axis=1)
 
 
+def run_episode(
+    env: gym.Env,
+    policy: ActsOnBatches,
+    seed: int,
+    max_steps: int,
+    frames: list[np.ndarray] | None = None,
+    channels: int = 1,
+) -> tuple[float, int]:
+    """(return, agent steps) of one deterministic episode reset with `seed`; with `frames`, the
+    full render beside the agent's view (its `channels` per frame) of every step goes there."""
+    obs, _ = env.reset(seed=seed)
+    total, steps, done = 0.0, 0, False
+    while not done and steps < max_steps:
+        if frames is not None:
+            frames.append(beside_agent_view(env.render(), obs, channels))
+        action = policy.act(obs[None], deterministic=True)[0]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+    return total, steps
+
+
 def evaluate(
     policy: ActsOnBatches,
     env_name: str,
@@ -70,9 +94,10 @@ def evaluate(
     video_path: Path | None = None,
     render_mode: str | None = None,
     on_episode: Callable[[int, float, int], None] | None = None,
+    first: int = 0,
 ) -> EvalResult:
-    """Run `episodes` deterministic episodes; film the first into `video_path` if given;
-    `on_episode(k, return, length)` after each (progress).
+    """Run `episodes` deterministic episodes, episode k (from `first`) reset with seed + k; film
+    the first into `video_path` if given; `on_episode(k, return, length)` after each.
 
     The video shows the full render beside the agent's own view (`beside_agent_view`).
     """
@@ -83,18 +108,11 @@ def evaluate(
     env = make_env(env_name, env_cfg, seed=seed, render_mode=render_mode)
     returns, lengths, frames = [], [], []
     try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            film = video_path is not None and episode == 0 and render_mode == "rgb_array"
-            total, steps, done = 0.0, 0, False
-            while not done and steps < max_steps:
-                if film:
-                    frames.append(beside_agent_view(env.render(), obs, env_cfg.channels))
-                action = policy.act(obs[None], deterministic=True)[0]
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                steps += 1
-                done = terminated or truncated
+        for episode in range(first, first + episodes):
+            film = video_path is not None and episode == first and render_mode == "rgb_array"
+            total, steps = run_episode(
+                env, policy, seed + episode, max_steps, frames if film else None, env_cfg.channels
+            )
             returns.append(total)
             lengths.append(steps)
             if on_episode is not None:
