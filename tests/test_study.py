@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distributed_sac.config.presets import carracing_cpu_preset, tiny_preset
+from distributed_sac.config.presets import carracing_cpu_preset, dmc_cpu_preset, tiny_preset
 from distributed_sac.run import seed_stats, study
 
 REQUIRED_KEYS = {
@@ -176,9 +176,35 @@ def test_carracing_threshold_steps_median_and_held_out_evaluations(tmp_path):
     assert held_out["seeds_solved"] == 1 and held_out["threshold"] == 900.0
     assert summary["per_seed"][0]["final_eval"]["solved"] is True
     assert summary["per_seed"][2]["final_eval"] is None
+    assert summary["per_seed"][0]["eval_100"] == summary["per_seed"][0]["final_eval"]  # 100 eps
+    assert summary["eval_100"]["mean"] == pytest.approx(904.0)
     pendulum = fake_run(tmp_path / "p", 5, [])
     with pytest.raises(ValueError, match="mixes envs"):
         study.aggregate([study.read_run(runs[0]), study.read_run(pendulum)], "x")
+
+
+def test_a_100_episode_evaluation_beside_a_10_episode_one_is_per_seeds_eval_100(tmp_path):
+    ten = {**final_eval(500.0, None), "episodes": 10, "threshold": None}
+    runs = [
+        fake_run(tmp_path / f"s{s}", s, [(2500, 100.0)], dmc_cpu_preset(), final_eval=ten)
+        for s in range(3)
+    ]
+    for path, mean in zip(runs[:2], (443.0, 369.0), strict=True):
+        hundred = {**ten, "episodes": 100, "mean": mean}
+        (path / "final_eval_100.json").write_text(json.dumps(hundred))
+    summary = study.aggregate([study.read_run(p) for p in runs], "dmc-cpu")
+    assert [s["final_eval"]["episodes"] for s in summary["per_seed"]] == [10, 10, 10]
+    assert [s["eval_100"] and s["eval_100"]["mean"] for s in summary["per_seed"]] == [
+        443.0,
+        369.0,
+        None,
+    ]
+    assert summary["eval_100"]["num_seeds"] == 2 and summary["eval_100"]["episodes"] == [100, 100]
+    assert summary["eval_100"]["mean"] == pytest.approx(406.0)
+    assert summary["final_eval"]["mean"] == pytest.approx(500.0)
+    (runs[2] / "final_eval_100.json").write_text(json.dumps(ten))
+    with pytest.raises(ValueError, match="final_eval_100.json: 10 episodes, not 100"):
+        study.read_run(runs[2])
 
 
 def test_aggregate_command_rebuilds_from_run_directories(tmp_path, capsys):

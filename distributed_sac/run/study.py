@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from distributed_sac.config.fields import SOLVED_EPISODES
 from distributed_sac.envs.registry import solved_threshold
 from distributed_sac.run.seed_stats import (
     BOOTSTRAP_METHOD,
@@ -44,6 +45,10 @@ from distributed_sac.run.sweep_plan import (
     read_json,
     write_json,
 )
+
+EVAL_100_FILE = "final_eval_100.json"
+"""A run's held-out evaluation over 100 episodes or more (`launch.py eval RUN --episodes 100
+--json RUN/final_eval_100.json`) beside a shorter final_eval.json: per_seed's `eval_100`."""
 
 TARGETS = {"VisualPendulum": -250.0}
 """Steps-to-threshold targets of envs without a solved threshold: this project's learning
@@ -88,6 +93,9 @@ class SeedRun:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
     final_eval: dict[str, Any] | None = None
+    eval_100: dict[str, Any] | None = None
+    """The held-out evaluation of SOLVED_EPISODES (100) episodes or more: final_eval.json when
+    it has that many, else final_eval_100.json."""
     action_repeat: int = 1
     """Env steps per agent step: a DMC task's x axis is env steps (agent steps x this)."""
 
@@ -120,9 +128,14 @@ def read_run(path: Path) -> SeedRun:
             continue
         evals.append((int(record.get("eval_agent_steps", record["agent_steps"])), float(value)))
     trial = read_json(path / TRIAL_FILE) or {}
-    final_eval = read_json(path / FINAL_EVAL_FILE)
-    if final_eval is not None and "mean" not in final_eval:
-        final_eval = None  # benchmarks/learning.py's before the sweep: not held-out episodes
+    final_eval = _held_out(path / FINAL_EVAL_FILE)
+    eval_100 = final_eval
+    if final_eval is None or int(final_eval.get("episodes") or 0) < SOLVED_EPISODES:
+        eval_100 = _held_out(path / EVAL_100_FILE)
+        if eval_100 is not None and int(eval_100.get("episodes") or 0) < SOLVED_EPISODES:
+            raise ValueError(
+                f"{path / EVAL_100_FILE}: {eval_100.get('episodes')} episodes, not 100"
+            )
     return SeedRun(
         path=path,
         env=config["env"],
@@ -133,8 +146,16 @@ def read_run(path: Path) -> SeedRun:
         overrides=trial.get("overrides") or {},
         labels=trial.get("labels") or {},
         final_eval=final_eval,
+        eval_100=eval_100,
         action_repeat=int(config.get("wrappers", {}).get("action_repeat", 1)),
     )
+
+
+def _held_out(path: Path) -> dict[str, Any] | None:
+    """A `launch.py eval --json` record; None if absent or not one (benchmarks/learning.py's
+    final_eval.json before the sweep held no held-out episodes)."""
+    record = read_json(path)
+    return record if record is not None and "mean" in record else None
 
 
 def steps_to_threshold(run: SeedRun, threshold: float | None) -> int | None:
@@ -190,6 +211,7 @@ def aggregate(
                 "final_return": final,
                 "steps_to_threshold": steps_to_threshold(run, threshold),
                 "final_eval": _final_eval_entry(run.final_eval),
+                "eval_100": _final_eval_entry(run.eval_100),
             }
         )
     final_stats = describe(finals) if finals else {}
@@ -216,7 +238,8 @@ def aggregate(
         "threshold_source": source,
         "seeds_reaching_threshold": sum(s is not None for s in reached),
         "steps_to_threshold_median": None if median is None or math.isinf(median) else median,
-        "final_eval": _final_eval_summary(runs, env),
+        "final_eval": _final_eval_summary([r.final_eval for r in runs], env),
+        "eval_100": _final_eval_summary([r.eval_100 for r in runs], env),
         "per_seed": per_seed,
         "points": points,
         "bootstrap": {
@@ -239,11 +262,13 @@ def _final_eval_entry(final_eval: dict[str, Any] | None) -> dict[str, Any] | Non
     return {k: final_eval.get(k) for k in (*FINAL_EVAL_KEYS, *SOLVED_KEYS)}
 
 
-def _final_eval_summary(runs: Sequence[SeedRun], env: str) -> dict[str, Any] | None:
-    """The held-out final evaluations (`launch.py eval --json`) over the seeds that ran one:
-    their means' mean, IQM and interval, and (for an env with a solved threshold) how many seeds
-    solved it."""
-    done = [r.final_eval for r in runs if r.final_eval is not None]
+def _final_eval_summary(
+    evaluations: Sequence[dict[str, Any] | None], env: str
+) -> dict[str, Any] | None:
+    """Held-out evaluations (`launch.py eval --json`, one per seed or None) over the seeds that
+    ran one: their means' mean, IQM and interval, and (for an env with a solved threshold) how
+    many seeds solved it."""
+    done = [e for e in evaluations if e is not None]
     if not done:
         return None
     means = [float(e["mean"]) for e in done]
@@ -371,7 +396,7 @@ def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
 
 def table(summaries: Sequence[dict[str, Any]]) -> str:
     """One line per configuration: seeds, final point, mean, IQM, interval, steps to threshold
-    and the held-out final evaluation."""
+    and the held-out final evaluation (and the 100-episode one where it is another)."""
     lines = [
         f"{'config':<28}{'seeds':>6}{'steps':>9}{'mean':>9}{'iqm':>9}{'95% CI':>20}"
         f"{'thr':>8}{'reached':>8}{'median steps':>13}  final eval (held-out)"
@@ -382,6 +407,9 @@ def table(summaries: Sequence[dict[str, Any]]) -> str:
         final_eval = "-" if fe is None else f"{fe['mean']:.1f} ({len(fe['episodes'])} seeds)"
         if fe is not None and fe["seeds_solved"] is not None:
             final_eval += f", solved {fe['seeds_solved']}"
+        hundred = s.get("eval_100")
+        if hundred is not None and hundred != fe:
+            final_eval += f"; 100 episodes {hundred['mean']:.1f} ({hundred['num_seeds']} seeds)"
         lines.append(
             f"{s['config'][:27]:<28}{s['num_seeds']:>6}{_fmt(s['agent_steps'], 'd'):>9}"
             f"{_fmt(s['final_mean'], '.1f'):>9}{_fmt(s['final_iqm'], '.1f'):>9}"
