@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distributed_sac.run import study
+from distributed_sac.run import study, study_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    study.write(summaries, args.out)
-    print(study.table(summaries))
+    study_files.write(summaries, args.out)
+    print(study_files.table(summaries))
     print(f"aggregates: {args.out}")
     return 0
 

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from distributed_sac.run import study
+from distributed_sac.run import study, study_files
 from distributed_sac.run.run_dir import RunDir
 from distributed_sac.run.sweep_plan import trial_status
 
@@ -161,8 +161,8 @@ def aggregates(runs: list[Path], thresholds: dict[str, float], out: Path) -> lis
         except ValueError as exc:  # mixed envs or a repeated seed: nothing to aggregate over
             print(f"no aggregate for {name}: {exc}")
     if summaries:
-        study.write(summaries, out / "aggregates")
-        print(study.table(summaries))
+        study_files.write(summaries, out / "aggregates")
+        print(study_files.table(summaries))
     return summaries
 
 

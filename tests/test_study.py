@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from distributed_sac.config.presets import carracing_cpu_preset, dmc_cpu_preset, tiny_preset
-from distributed_sac.run import seed_stats, study
+from distributed_sac.run import seed_stats, study, study_files
 
 REQUIRED_KEYS = {
     "env",
@@ -129,12 +129,12 @@ def test_aggregate_by_evaluation_point_keys_and_files(tmp_path):
     assert summary["steps_to_threshold_median"] is None  # two of three never reached it
     assert summary["overrides"] == {"agent.alpha_lr": "1e-3"}
 
-    out = study.write([summary], tmp_path / "out")
+    out = study_files.write([summary], tmp_path / "out")
     written = json.loads((out / "demos.json").read_text())
     assert written["final_ci95"] == pytest.approx(summary["final_ci95"])
     with open(out / "demos.csv") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == study.CSV_FIELDS
+    assert tuple(rows[0]) == study_files.CSV_FIELDS
     assert [int(r["agent_steps"]) for r in rows] == [200, 400, 600]
     assert float(rows[1]["mean"]) == pytest.approx(np.mean(at_400))
     assert rows[0]["std"] != "" and float(rows[2]["ci95_low"]) == -300.0
@@ -245,6 +245,6 @@ def test_a_dmc_configuration_counts_env_steps(tmp_path):
     mixed = runs + [study.read_run(fake_run(tmp_path / "s9", 9, [(2500, 1.0)], other))]
     with pytest.raises(ValueError, match="mixes action repeats"):
         study.aggregate(mixed, "dmc-cpu")
-    out = study.write([summary], tmp_path / "agg")
+    out = study_files.write([summary], tmp_path / "agg")
     rows = list(csv.DictReader(open(out / "dmc-cpu.csv")))
     assert [int(r["env_steps"]) for r in rows] == [20_000, 40_000]

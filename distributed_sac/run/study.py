@@ -2,7 +2,7 @@
 
 Pure numpy and scipy (no Ray, no torch), so a summary can be rebuilt from committed per-run
 files (`python -m benchmarks.aggregate RUN_DIR... --name NAME --out DIR`); `launch.py sweep`
-and `benchmarks/learning.py` write theirs with the same functions.
+and `benchmarks/learning.py` write theirs with the same functions (`study_files`).
 
 For one configuration (its runs differ only in their root seed), at each evaluation point:
 the mean, the sample standard deviation (ddof 1), the interquartile mean (IQM: the mean of the
@@ -18,7 +18,6 @@ last point's; a configuration's `agent_steps` is the last point any seed reached
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -41,9 +40,7 @@ from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
     SWEEP_FILE,
     TRIAL_FILE,
-    file_stem,
     read_json,
-    write_json,
 )
 
 EVAL_100_FILE = "final_eval_100.json"
@@ -53,20 +50,6 @@ EVAL_100_FILE = "final_eval_100.json"
 TARGETS = {"VisualPendulum": -250.0}
 """Steps-to-threshold targets of envs without a solved threshold: this project's learning
 target for VisualPendulum (benchmarks/learning.py), not a solved criterion."""
-CSV_FIELDS = (
-    "config",
-    "env",
-    "agent_steps",
-    "env_steps",
-    "num_seeds",
-    "mean",
-    "std",
-    "iqm",
-    "ci95_low",
-    "ci95_high",
-    "iqm_ci95_low",
-    "iqm_ci95_high",
-)
 
 
 def default_threshold(env: str) -> tuple[float | None, str]:
@@ -309,117 +292,3 @@ def expand_runs(paths: Iterable[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
-
-
-def csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for p in summary["points"]:
-        ci, iqm_ci = p["ci95"] or [None, None], p["iqm_ci95"] or [None, None]
-        rows.append(
-            {
-                "config": summary["config"],
-                "env": summary["env"],
-                "agent_steps": p["agent_steps"],
-                "env_steps": p.get("env_steps"),
-                "num_seeds": p["num_seeds"],
-                "mean": p["mean"],
-                "std": p["std"],
-                "iqm": p["iqm"],
-                "ci95_low": ci[0],
-                "ci95_high": ci[1],
-                "iqm_ci95_low": iqm_ci[0],
-                "iqm_ci95_high": iqm_ci[1],
-            }
-        )
-    return rows
-
-
-def write(summaries: Sequence[dict[str, Any]], out: Path, plot_name: str = "curves.png") -> Path:
-    """<config>.json and <config>.csv per configuration, summary.json (all of them) and, with
-    matplotlib installed, the curves with their intervals shaded; returns `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for summary in summaries:
-        stem = file_stem(summary["config"])
-        write_json(out / f"{stem}.json", summary)
-        with open(out / f"{stem}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_FIELDS)
-            writer.writeheader()
-            writer.writerows(csv_rows(summary))
-    write_json(out / "summary.json", list(summaries))
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return out
-    plot(summaries, out / plot_name)
-    return out
-
-
-def plot(summaries: Sequence[dict[str, Any]], path: Path) -> None:
-    """Mean eval return against agent steps per configuration, its 95 % interval shaded, and
-    each threshold dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    x = "env_steps" if all(s["env"].startswith("dmc:") for s in summaries) else "agent_steps"
-    for summary in summaries:
-        pts = summary["points"]
-        xs = [p[x] for p in pts]
-        (line,) = ax.plot(
-            xs,
-            [p["mean"] for p in pts],
-            marker="o",
-            label=f"{summary['config']} ({summary['num_seeds']} seeds)",
-        )
-        shaded = [p for p in pts if p["ci95"] is not None]
-        if shaded:
-            ax.fill_between(
-                [p[x] for p in shaded],
-                [p["ci95"][0] for p in shaded],
-                [p["ci95"][1] for p in shaded],
-                color=line.get_color(),
-                alpha=0.2,
-            )
-    for threshold in sorted({s["threshold"] for s in summaries if s["threshold"] is not None}):
-        ax.axhline(threshold, color="grey", linestyle="--", label=f"threshold {threshold:g}")
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel("eval return (mean over seeds, 95 % bootstrap interval)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def table(summaries: Sequence[dict[str, Any]]) -> str:
-    """One line per configuration: seeds, final point, mean, IQM, interval, steps to threshold
-    and the held-out final evaluation (and the 100-episode one where it is another)."""
-    lines = [
-        f"{'config':<28}{'seeds':>6}{'steps':>9}{'mean':>9}{'iqm':>9}{'95% CI':>20}"
-        f"{'thr':>8}{'reached':>8}{'median steps':>13}  final eval (held-out)"
-    ]
-    for s in summaries:
-        ci = s["final_ci95"]
-        fe = s["final_eval"]
-        final_eval = "-" if fe is None else f"{fe['mean']:.1f} ({len(fe['episodes'])} seeds)"
-        if fe is not None and fe["seeds_solved"] is not None:
-            final_eval += f", solved {fe['seeds_solved']}"
-        hundred = s.get("eval_100")
-        if hundred is not None and hundred != fe:
-            final_eval += f"; 100 episodes {hundred['mean']:.1f} ({hundred['num_seeds']} seeds)"
-        lines.append(
-            f"{s['config'][:27]:<28}{s['num_seeds']:>6}{_fmt(s['agent_steps'], 'd'):>9}"
-            f"{_fmt(s['final_mean'], '.1f'):>9}{_fmt(s['final_iqm'], '.1f'):>9}"
-            f"{'-' if ci is None else f'[{ci[0]:.1f}, {ci[1]:.1f}]':>20}"
-            f"{_fmt(s['threshold'], 'g'):>8}"
-            f"{s['seeds_reaching_threshold']:>5}/{s['num_seeds']:<2}"
-            f"{_fmt(s['steps_to_threshold_median'], '.0f'):>13}  {final_eval}"
-        )
-    return "\n".join(lines)
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)

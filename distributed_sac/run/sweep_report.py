@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distributed_sac.run import study
+from distributed_sac.run import study, study_files
 from distributed_sac.run.run_dir import RunDir
 from distributed_sac.run.sweep_plan import (
     FINAL_EVAL_FILE,
@@ -48,8 +48,8 @@ def report(plan: SweepPlan) -> int:
     if finished:
         runs = study.group_runs([Path(t.run_dir) for t in finished])
         summaries = [study.aggregate(r, name, plan.threshold) for name, r in runs.items()]
-        study.write(summaries, plan.aggregates_dir)
-        print(study.table(summaries))
+        study_files.write(summaries, plan.aggregates_dir)
+        print(study_files.table(summaries))
         print(f"aggregates over finished trials: {plan.aggregates_dir}")
     left = len(plan.trials) - len(finished)
     if not left:
