@@ -94,10 +94,9 @@ def evaluate(
     video_path: Path | None = None,
     render_mode: str | None = None,
     on_episode: Callable[[int, float, int], None] | None = None,
-    first: int = 0,
 ) -> EvalResult:
-    """Run `episodes` deterministic episodes, episode k (from `first`) reset with seed + k; film
-    the first into `video_path` if given; `on_episode(k, return, length)` after each.
+    """Run `episodes` deterministic episodes, episode k reset with seed + k; film the first
+    into `video_path` if given; `on_episode(k, return, length)` after each.
 
     The video shows the full render beside the agent's own view (`beside_agent_view`).
     """
@@ -108,8 +107,8 @@ def evaluate(
     env = make_env(env_name, env_cfg, seed=seed, render_mode=render_mode)
     returns, lengths, frames = [], [], []
     try:
-        for episode in range(first, first + episodes):
-            film = video_path is not None and episode == first and render_mode == "rgb_array"
+        for episode in range(episodes):
+            film = video_path is not None and episode == 0 and render_mode == "rgb_array"
             total, steps = run_episode(
                 env, policy, seed + episode, max_steps, frames if film else None, env_cfg.channels
             )
